@@ -1,0 +1,223 @@
+"""`python -m runner`: the whole pipeline (plan -> base -> build -> run -> report), or one stage.
+
+Exit codes: 0 all good, 1 some cells failed, 2 usage or matrix error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from runner import DEFAULT_MATRIX, ROOT
+from runner.errors import EXIT_OK, EXIT_USAGE, UserError
+from runner.gpus import host_gpus
+from runner.matrix import Plan, expand, load_matrix, resolve_profile
+from runner.render import RenderedImage, host_ca_bundle, render_all, write_dockerfiles
+
+# Wide when piped, so plans in logs and CI keep one line per cell.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 250)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors already; this keeps its one-paragraph message."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}. Run `{self.prog} --help` for the options.\n")
+
+
+def _csv(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list, e.g. pytorch,tensorflow")
+    return items
+
+
+def _selection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--matrix", type=Path, default=DEFAULT_MATRIX, help="matrix file (default: matrix.yaml)")
+    p.add_argument("--only", type=_csv, metavar="FW[,FW...]", help="only these frameworks")
+    p.add_argument("--workload", type=_csv, metavar="W[,W...]", help="only these workloads")
+    p.add_argument("--profile", help="full, cpu, smoke or another profile in the matrix (default: the matrix's, "
+                                     "auto = full on GPU hosts, cpu otherwise)")
+    p.add_argument("--device", choices=["gpu", "cpu", "auto"], help="run GPU cells, the CPU variants, or decide "
+                                                                     "by the host (default: the matrix's, auto)")
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["docker", "local"], default="docker",
+                   help="docker: one container per cell (default); local: `python -m bench` in a subprocess "
+                        "of this interpreter, for hosts without Docker")
+    p.add_argument("--rebuild", action="store_true", help="build images even when their tag exists")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue a run: skip cells that have a valid result")
+    p.add_argument("--parallel", default="auto", metavar="N|auto",
+                   help="cells at a time (auto: one per free GPU, 1 on CPU)")
+    p.add_argument("--results-dir", type=Path, default=ROOT / "results", help="where runs are kept")
+    p.add_argument("--data-dir", type=Path, help="a directory that already holds the datasets")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m runner", description=__doc__.split("\n")[0],
+                     epilog="Stages: plan, render, base, build, run, report, clean. "
+                            "Without a stage the whole pipeline runs.")
+    _selection_options(parser)
+    _run_options(parser)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md",
+                        help="README whose results sections the pipeline regenerates")
+    sub = parser.add_subparsers(dest="stage", parser_class=_Parser, metavar="STAGE")
+
+    p = sub.add_parser("plan", help="print every cell and why any combination was dropped")
+    _selection_options(p)
+    p.add_argument("--all-dropped", action="store_true", help="list every dropped combination (default: all)")
+
+    p = sub.add_parser("render", help="write the Dockerfiles")
+    _selection_options(p)
+    p.add_argument("--out", type=Path, default=ROOT / "build" / "dockerfiles", help="output directory")
+
+    p = sub.add_parser("base", help="pull or bootstrap the base images the plan needs")
+    _selection_options(p)
+
+    p = sub.add_parser("build", help="build the images (skips tags that exist)")
+    _selection_options(p)
+    p.add_argument("--rebuild", action="store_true", help="build even when the tag exists")
+
+    p = sub.add_parser("run", help="run every cell (builds what is missing first)")
+    _selection_options(p)
+    _run_options(p)
+
+    p = sub.add_parser("report", help="aggregate results into tables, plots and the README")
+    from runner.report import add_report_arguments
+    add_report_arguments(p)
+
+    sub.add_parser("clean", help="remove containers left behind by crashed runs")
+    return parser
+
+
+def make_plan(args) -> Plan:
+    matrix, lines = load_matrix(args.matrix)
+    device = args.device or matrix.device
+    gpus_present = bool(host_gpus())
+    if device == "auto":
+        device = "gpu" if gpus_present else "cpu"
+    profile = resolve_profile(matrix, args.profile, device == "gpu", args.matrix, lines)
+    return expand(matrix, path=args.matrix, lines=lines, profile=profile, device=device,
+                  only=args.only, workloads=args.workload)
+
+
+def render_plan(plan: Plan) -> dict[tuple, RenderedImage]:
+    rendered = render_all(plan.images, host_ca_bundle())
+    return {(r.choice.framework, r.choice.version, r.choice.toolchain): r for r in rendered}
+
+
+def image_of(rendered: dict, cell) -> RenderedImage:
+    return rendered[(cell.framework, cell.version, cell.toolchain)]
+
+
+def print_plan(plan: Plan, rendered: dict, cached: Optional[set]) -> None:
+    table = Table(title=f"{plan.matrix_path.name}: profile {plan.profile}, device {plan.device}",
+                  show_lines=False)
+    for col in ("framework", "version", "toolchain", "Python", "workload", "batch", "precision", "GPUs",
+                "image", "state"):
+        table.add_column(col, overflow="fold")
+    for cell in plan.cells:
+        image = image_of(rendered, cell)
+        if cached is None:
+            state = "to build (engine not reachable)"
+        else:
+            state = "cached" if image.tag in cached else "to build"
+        workload = cell.workload + (f" {cell.model}" if cell.model else "") + \
+            (f" {cell.dataset}" if cell.dataset else "") + (" (synthetic)" if cell.synthetic else "")
+        table.add_row(cell.framework, cell.version, cell.toolchain, cell.python, workload, str(cell.batch_size),
+                      cell.precision, str(cell.gpus), image.tag, state)
+    for d in plan.dropped:
+        table.add_row(d.framework, d.version, d.toolchain, "-", "*", "-", "-", "-", "-", escape(f"dropped: {d.reason}"))
+    console.print(table)
+    console.print(Text(f"{len(plan.cells)} cells in {len(rendered)} images; {len(plan.dropped)} combinations "
+                       f"dropped." + (f" Note: {plan.skipped_note}." if plan.skipped_note else "")))
+
+
+def _cached_tags(rendered: dict) -> Optional[set]:
+    from runner.engine import existing_tags
+    return existing_tags([r.tag for r in rendered.values()])
+
+
+def cmd_plan(args) -> int:
+    plan = make_plan(args)
+    rendered = render_plan(plan)
+    print_plan(plan, rendered, _cached_tags(rendered))
+    return EXIT_OK
+
+
+def cmd_render(args) -> int:
+    plan = make_plan(args)
+    rendered = render_plan(plan)
+    for path in write_dockerfiles(list(rendered.values()), args.out):
+        console.print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_base(args) -> int:
+    from runner.build import ensure_bases
+    plan = make_plan(args)
+    problems = ensure_bases({img.base_name for img in plan.images}, console=console)
+    return EXIT_OK if not problems else 1
+
+
+def cmd_build(args) -> int:
+    from runner.build import build_images, ensure_bases
+    plan = make_plan(args)
+    rendered = render_plan(plan)
+    ensure_bases({img.base_name for img in plan.images}, console=console)
+    outcomes = build_images(list(rendered.values()), rebuild=args.rebuild, console=console)
+    return EXIT_OK if all(o.ok for o in outcomes.values()) else 1
+
+
+def cmd_run(args, with_report: bool = False) -> int:
+    from runner.run import run_plan
+    plan = make_plan(args)
+    rendered = render_plan(plan)
+    run_dir, code = run_plan(plan, rendered, args, console=console)
+    if with_report and run_dir is not None:
+        from runner.report import run_report
+        report_args = argparse.Namespace(results=[run_dir], readme=args.readme, out=ROOT / "reports",
+                                         baseline=None, min_effect=5.0, results_root=args.results_dir)
+        report_code = run_report(report_args)
+        code = max(code, report_code)
+    return code
+
+
+def cmd_report(args) -> int:
+    from runner.report import run_report
+    return run_report(args)
+
+
+def cmd_clean(args) -> int:
+    from runner.run import clean
+    return clean(console=console)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.stage is None:
+            if args.dry_run:
+                return cmd_plan(args)
+            return cmd_run(args, with_report=True)
+        handler = {"plan": cmd_plan, "render": cmd_render, "base": cmd_base, "build": cmd_build,
+                   "run": cmd_run, "report": cmd_report, "clean": cmd_clean}[args.stage]
+        return handler(args)
+    except UserError as exc:
+        err_console.print(Text("error: ", style="bold red") + Text(exc.message), soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted.")
+        return 130

@@ -1,0 +1,501 @@
+"""Matrix stage: read matrix.yaml, validate it (pydantic), apply a profile and expand it into cells.
+
+Expansion is a plain cartesian product of the matrix's lists, minus `exclude`,
+plus `include` (the CI-matrix rules users know), checked against the
+compatibility data. Every combination that cannot be built is kept, with its
+reason, in `Plan.dropped`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, NonNegativeInt, ValidationError, field_validator
+
+from bench.workloads import DATASETS, PRECISIONS, SYNTHETIC_MODELS, WORKLOADS
+from runner.compat import CompatData, Dropped, ImageChoice, load_compat, resolve
+from runner.errors import UserError, format_path
+from runner.yamlfile import load_yaml
+
+Precision = Literal["fp32", "fp16", "bf16", "amp"]
+Device = Literal["gpu", "cpu"]
+OptionValue = Union[bool, int, float, str]
+
+
+def _unique(values, what):
+    if values is not None and len(set(values)) != len(values):
+        dupes = sorted({str(v) for v in values if values.count(v) > 1})
+        raise ValueError(f"duplicate {what}: {', '.join(dupes)}")
+    return values
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FrameworkSpec(_Strict):
+    versions: list[str] = Field(min_length=1)
+    extra_pip: list[str] = []
+    base: Optional[str] = None
+    python: Optional[str] = None
+    options: dict[str, OptionValue] = {}
+
+    @field_validator("versions")
+    @classmethod
+    def _versions_unique(cls, v):
+        return _unique(v, "versions")
+
+
+class WorkloadSpec(_Strict):
+    batch_sizes: Optional[list[PositiveInt]] = Field(default=None, min_length=1)
+    precisions: Optional[list[Precision]] = Field(default=None, min_length=1)
+    iterations: Optional[PositiveInt] = None
+    epochs: Optional[PositiveInt] = None
+    warmup: Optional[NonNegativeInt] = None
+    eval_batches: Optional[PositiveInt] = None
+    gpus: Optional[list[PositiveInt]] = Field(default=None, min_length=1)
+    devices: Optional[list[Device]] = Field(default=None, min_length=1)
+    datasets: Optional[list[str]] = Field(default=None, min_length=1)
+    models: Optional[list[str]] = Field(default=None, min_length=1)
+    synthetic: Optional[bool] = None
+    timeout_s: Optional[PositiveInt] = None
+    options: dict[str, OptionValue] = {}
+
+    @field_validator("batch_sizes", "precisions", "gpus", "devices", "datasets", "models")
+    @classmethod
+    def _lists_unique(cls, v, info):
+        return _unique(v, info.field_name)
+
+
+class Rule(_Strict):
+    framework: Optional[str] = None
+    version: Optional[str] = None
+    toolchain: Optional[str] = None
+    python: Optional[str] = None
+    workload: Optional[str] = None
+    model: Optional[str] = None
+    dataset: Optional[str] = None
+    batch_size: Optional[PositiveInt] = None
+    precision: Optional[Precision] = None
+    device: Optional[Device] = None
+    gpus: Optional[NonNegativeInt] = None
+
+
+class Profile(_Strict):
+    timeout_s: Optional[PositiveInt] = None
+    workloads: dict[str, WorkloadSpec] = {}
+
+
+class MatrixFile(_Strict):
+    base: Literal["plain", "registry"] = "plain"
+    profile: str = "auto"
+    device: Literal["auto", "gpu", "cpu"] = "auto"
+    frameworks: dict[str, FrameworkSpec] = Field(min_length=1)
+    toolchains: list[str] = Field(min_length=1)
+    workloads: dict[str, Optional[WorkloadSpec]] = Field(min_length=1)
+    include: list[Rule] = []
+    exclude: list[Rule] = []
+    profiles: dict[str, Profile] = {}
+
+    @field_validator("toolchains")
+    @classmethod
+    def _toolchains_unique(cls, v):
+        return _unique(v, "toolchains")
+
+
+RULE_KEYS = tuple(Rule.model_fields)
+DEFAULT_TIMEOUT_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One benchmark run: one container, one result file."""
+
+    framework: str
+    version: str
+    toolchain: str
+    python: str
+    workload: str
+    model: Optional[str]
+    dataset: Optional[str]
+    batch_size: int
+    precision: str
+    device: str
+    gpus: int
+    iterations: Optional[int]
+    epochs: Optional[int]
+    warmup: Optional[int]
+    eval_batches: Optional[int]
+    synthetic: bool
+    timeout_s: int
+    options: tuple[tuple[str, Any], ...]
+    image: ImageChoice = field(compare=False, hash=False, repr=False)
+
+    @property
+    def key(self) -> tuple:
+        return (self.framework, self.version, self.toolchain, self.python, self.workload, self.model,
+                self.dataset, self.batch_size, self.precision, self.device, self.gpus)
+
+    @property
+    def id(self) -> str:
+        parts = [self.framework, self.version, self.toolchain, f"py{self.python}", self.workload]
+        if self.model:
+            parts.append(self.model)
+        if self.dataset:
+            parts.append(self.dataset)
+        parts += [f"b{self.batch_size}", self.precision, f"{self.device}{self.gpus if self.gpus else ''}"]
+        return "-".join(parts)
+
+    def field(self, name: str):
+        return getattr(self, name)
+
+
+@dataclass
+class Plan:
+    matrix_path: Path
+    profile: str
+    device: str
+    cells: list[Cell]
+    dropped: list[Dropped]
+    images: list[ImageChoice]
+    skipped_note: Optional[str] = None
+
+
+# ---------------------------------------------------------------- loading
+
+def _allowed(names) -> str:
+    return ", ".join(str(n) for n in names)
+
+
+def _explain(loc, err, model_fields_by_loc) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = loc[:-1]
+        allowed = model_fields_by_loc(parent)
+        return f"unknown key `{loc[-1]}`" + (f"; allowed keys: {allowed}" if allowed else "")
+    if kind == "missing":
+        return "this key is required"
+    msg = err["msg"]
+    if "input" in err and kind not in ("too_short",):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _fields_at(loc) -> str:
+    """Allowed keys of the model at a location, for 'unknown key' messages."""
+    if not loc:
+        return _allowed(MatrixFile.model_fields)
+    head = loc[0]
+    if head == "frameworks" and len(loc) == 2:
+        return _allowed(FrameworkSpec.model_fields)
+    if head == "workloads" and len(loc) == 2:
+        return _allowed(WorkloadSpec.model_fields)
+    if head in ("include", "exclude") and len(loc) == 2:
+        return _allowed(RULE_KEYS)
+    if head == "profiles" and len(loc) == 2:
+        return _allowed(Profile.model_fields)
+    if head == "profiles" and len(loc) == 4:
+        return _allowed(WorkloadSpec.model_fields)
+    return ""
+
+
+def _fail(path: Path, lines: dict, loc: tuple, problem: str, fix: str = "") -> UserError:
+    line = lines.get(tuple(loc))
+    where = f" (line {line})" if line else ""
+    text = f"{path}: key `{format_path(loc)}`{where}: {problem}."
+    if fix:
+        text += f" {fix}"
+    return UserError(text)
+
+
+def load_matrix(path: Path) -> tuple[MatrixFile, dict]:
+    data, lines = load_yaml(path, "matrix")
+    if data is None:
+        raise UserError(f"{path}: the matrix file is empty. It needs at least `frameworks:`, `toolchains:` "
+                        f"and `workloads:`; see the default matrix.yaml for an example.")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the matrix must be a mapping of keys (frameworks, toolchains, workloads, ...), "
+                        f"not a {type(data).__name__}. See the default matrix.yaml for an example.")
+    try:
+        matrix = MatrixFile.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # pydantic reports a union's branches; keep the path into the data only.
+        loc = tuple(p for p in loc if p not in ("bool", "int", "float", "str", "WorkloadSpec"))
+        more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
+        raise _fail(path, lines, loc, _explain(loc, first, _fields_at) + more,
+                    "Fix that key and run `python -m runner plan` again.") from None
+    return matrix, lines
+
+
+# ---------------------------------------------------------------- semantic checks
+
+def _check_names(path, lines, matrix: MatrixFile, compat: CompatData):
+    for fw_name, fw in matrix.frameworks.items():
+        if fw_name not in compat.frameworks:
+            raise _fail(path, lines, ("frameworks", fw_name), f"unknown framework `{fw_name}`",
+                        f"Known frameworks: {_allowed(compat.frameworks)}.")
+        known = compat.frameworks[fw_name].versions
+        for i, ver in enumerate(fw.versions):
+            if ver not in known:
+                raise _fail(path, lines, ("frameworks", fw_name, "versions", i),
+                            f"unknown {fw_name} version `{ver}`",
+                            f"Versions in images/compat.yaml: {_allowed(known)}; add a version there first.")
+        if fw.base and fw.base not in compat.bases:
+            raise _fail(path, lines, ("frameworks", fw_name, "base"), f"unknown base `{fw.base}`",
+                        f"Bases in images/compat.yaml: {_allowed(compat.bases)}.")
+    for i, tc in enumerate(matrix.toolchains):
+        if tc not in compat.toolchains:
+            raise _fail(path, lines, ("toolchains", i), f"unknown toolchain `{tc}`",
+                        f"Known toolchains: {_allowed(compat.toolchains)}.")
+    for wl_name, wl in matrix.workloads.items():
+        _check_workload(path, lines, ("workloads", wl_name), wl_name, wl)
+    for prof_name, prof in matrix.profiles.items():
+        for wl_name, wl in prof.workloads.items():
+            _check_workload(path, lines, ("profiles", prof_name, "workloads", wl_name), wl_name, wl)
+    for kind in ("include", "exclude"):
+        for i, rule in enumerate(getattr(matrix, kind)):
+            _check_rule(path, lines, (kind, i), rule, matrix, compat)
+
+
+def _check_workload(path, lines, loc, name, wl: Optional[WorkloadSpec]):
+    if name not in WORKLOADS:
+        raise _fail(path, lines, loc, f"unknown workload `{name}`", f"Known workloads: {_allowed(WORKLOADS)}.")
+    if wl is None:
+        return
+    entry = WORKLOADS[name]
+    for i, ds in enumerate(wl.datasets or ()):
+        if ds not in entry["datasets"]:
+            ok = _allowed(entry["datasets"]) or "none (it uses synthetic inputs)"
+            raise _fail(path, lines, loc + ("datasets", i), f"workload {name} cannot use dataset `{ds}`",
+                        f"Allowed: {ok}.")
+    if wl.models is not None:
+        if not entry.get("models"):
+            raise _fail(path, lines, loc + ("models",), f"workload {name} has a fixed model",
+                        "Only cnn-synthetic takes `models`.")
+        for i, model in enumerate(wl.models):
+            if model not in entry["models"]:
+                raise _fail(path, lines, loc + ("models", i), f"unknown model `{model}`",
+                            f"Allowed: {_allowed(entry['models'])}.")
+
+
+def _check_rule(path, lines, loc, rule: Rule, matrix: MatrixFile, compat: CompatData):
+    if not rule.model_fields_set:
+        raise _fail(path, lines, loc, "an empty rule matches every cell",
+                    f"Give at least one of: {_allowed(RULE_KEYS)}.")
+    checks = {
+        "framework": compat.frameworks, "toolchain": compat.toolchains, "workload": WORKLOADS,
+        "dataset": DATASETS, "model": SYNTHETIC_MODELS,
+    }
+    for key, known in checks.items():
+        value = getattr(rule, key)
+        if value is not None and value not in known:
+            raise _fail(path, lines, loc + (key,), f"unknown {key} `{value}`", f"Allowed: {_allowed(known)}.")
+    if rule.version is not None and rule.framework is not None \
+            and rule.version not in compat.frameworks[rule.framework].versions:
+        raise _fail(path, lines, loc + ("version",), f"unknown {rule.framework} version `{rule.version}`",
+                    f"Allowed: {_allowed(compat.frameworks[rule.framework].versions)}.")
+
+
+# ---------------------------------------------------------------- profiles and expansion
+
+def _merge(base: Optional[WorkloadSpec], override: Optional[WorkloadSpec]) -> WorkloadSpec:
+    merged = dict(base.model_dump(exclude_unset=True)) if base else {}
+    if override:
+        over = override.model_dump(exclude_unset=True)
+        options = {**merged.get("options", {}), **over.pop("options", {})}
+        merged.update(over)
+        merged["options"] = options
+    return WorkloadSpec(**merged)
+
+
+def resolve_profile(matrix: MatrixFile, requested: Optional[str], host_has_gpu: bool, path, lines) -> str:
+    name = requested or matrix.profile
+    if name == "auto":
+        name = "full" if host_has_gpu else "cpu"
+    if name != "full" and name not in matrix.profiles:
+        known = _allowed(sorted(set(matrix.profiles) | {"full", "auto"}))
+        raise UserError(f"{path}: profile `{name}` is not defined under `profiles:` (known: {known}). "
+                        f"Pass one of those with --profile, or add it to the matrix.")
+    return name
+
+
+def _rule_matches(rule: Rule, values: dict) -> bool:
+    for key in rule.model_fields_set:
+        if values.get(key) != getattr(rule, key):
+            return False
+    return True
+
+
+def expand(matrix: MatrixFile, *, path: Path, lines: dict, profile: str, device: str,
+           only: Optional[list[str]] = None, workloads: Optional[list[str]] = None,
+           compat: Optional[CompatData] = None) -> Plan:
+    """Expand a validated matrix into cells. `device` is 'gpu' or 'cpu' (auto already decided)."""
+    compat = compat or load_compat()
+    _check_names(path, lines, matrix, compat)
+    frameworks = dict(matrix.frameworks)
+    if only:
+        unknown = [f for f in only if f not in frameworks]
+        if unknown:
+            raise UserError(f"--only {','.join(unknown)}: not in {path} `frameworks:` "
+                            f"(it has: {_allowed(frameworks)}). Add the framework to the matrix or fix the name.")
+        frameworks = {k: v for k, v in frameworks.items() if k in only}
+    selected_workloads = dict(matrix.workloads)
+    if workloads:
+        unknown = [w for w in workloads if w not in selected_workloads]
+        if unknown:
+            raise UserError(f"--workload {','.join(unknown)}: not in {path} `workloads:` "
+                            f"(it has: {_allowed(selected_workloads)}).")
+        selected_workloads = {k: v for k, v in selected_workloads.items() if k in workloads}
+
+    prof = matrix.profiles.get(profile, Profile())
+    default_timeout = prof.timeout_s or DEFAULT_TIMEOUT_S
+
+    # Images: one per buildable (framework, version, toolchain).
+    images: dict[tuple[str, str, str], ImageChoice] = {}
+    dropped: list[Dropped] = []
+    wanted_toolchains = [t for t in matrix.toolchains
+                         if device == "gpu" or compat.toolchains[t].device == "cpu"]
+    skipped_note = None
+    if device == "cpu" and len(wanted_toolchains) < len(matrix.toolchains):
+        skipped_note = ("device cpu: GPU toolchains (" +
+                        ", ".join(t for t in matrix.toolchains if t not in wanted_toolchains) +
+                        ") not planned; their workloads run on the cpu toolchain")
+    for fw_name, fw in frameworks.items():
+        backend = fw.options.get("backend")
+        for ver in fw.versions:
+            for tc in wanted_toolchains:
+                choice = resolve(compat, fw_name, ver, tc, base_choice=matrix.base, base_override=fw.base,
+                                 python_override=fw.python, backend=backend, extra_pip=tuple(fw.extra_pip))
+                if isinstance(choice, Dropped):
+                    dropped.append(choice)
+                else:
+                    images[(fw_name, ver, tc)] = choice
+
+    cells: list[Cell] = []
+    seen: set = set()
+    for wl_name, wl_spec in selected_workloads.items():
+        wl = _merge(wl_spec, prof.workloads.get(wl_name))
+        cells.extend(_workload_cells(wl_name, wl, images, frameworks, device, default_timeout))
+
+    cells = [c for c in cells if not any(_rule_matches(r, _rule_values(c)) for r in matrix.exclude)]
+    for c in cells:
+        seen.add(c.key)
+
+    for i, rule in enumerate(matrix.include):
+        added = _include(rule, matrix, prof, images, frameworks, device, default_timeout, compat)
+        if not added:
+            raise _fail(path, lines, ("include", i),
+                        "this include asks for a combination that cannot run: " + _why_not(rule, compat, matrix,
+                                                                                           device, images),
+                        "Remove it, or change it to a combination images/compat.yaml supports.")
+        for c in added:
+            if c.key in seen:
+                raise _fail(path, lines, ("include", i), f"duplicate cell {c.id}: the matrix already has it",
+                            "Remove the include entry or narrow it.")
+            seen.add(c.key)
+            cells.append(c)
+
+    if not cells:
+        reason = "every combination was excluded or dropped"
+        if dropped:
+            reason += " (e.g. " + dropped[0].reason + ")"
+        raise UserError(f"{path}: the matrix is empty after expansion: {reason}. "
+                        f"Check `frameworks:`, `toolchains:` and `exclude:`, or run with --device gpu/cpu "
+                        f"to match the toolchains listed.")
+    return Plan(matrix_path=path, profile=profile, device=device, cells=cells, dropped=dropped,
+                images=list(images.values()), skipped_note=skipped_note)
+
+
+def _rule_values(c: Cell) -> dict:
+    return {k: getattr(c, k) for k in RULE_KEYS}
+
+
+def _workload_cells(wl_name: str, wl: WorkloadSpec, images: dict, frameworks: dict, device: str,
+                    default_timeout: int, only_image: Optional[ImageChoice] = None) -> list[Cell]:
+    entry = WORKLOADS[wl_name]
+    defaults = entry["defaults"]
+    devices = ["cpu"] if device == "cpu" else (wl.devices or ["gpu"])
+    models = wl.models or (list(entry["models"]) if entry.get("models") else [None])
+    datasets = wl.datasets or ([defaults["dataset"]] if defaults.get("dataset") else [None])
+    batch_sizes = wl.batch_sizes or [defaults["batch_size"]]
+    precisions = wl.precisions or ["fp32"]
+    out = []
+    for image in ([only_image] if only_image else images.values()):
+        if image.device not in devices:
+            continue
+        fw_options = dict(frameworks[image.framework].options)
+        options = tuple(sorted({**fw_options, **wl.options}.items()))
+        gpu_counts = (wl.gpus or [1]) if image.device == "gpu" else [0]
+        for model, dataset, batch, precision, gpus in itertools.product(
+                models, datasets, batch_sizes, precisions, gpu_counts):
+            out.append(Cell(
+                framework=image.framework, version=image.version, toolchain=image.toolchain,
+                python=image.python, workload=wl_name, model=model,
+                dataset=None if wl.synthetic else dataset, batch_size=batch, precision=precision,
+                device=image.device, gpus=gpus,
+                iterations=wl.iterations if wl.iterations is not None else defaults.get("iterations"),
+                epochs=wl.epochs if wl.epochs is not None else defaults.get("epochs"),
+                warmup=wl.warmup if wl.warmup is not None else defaults.get("warmup"),
+                eval_batches=wl.eval_batches if wl.eval_batches is not None else defaults.get("eval_batches"),
+                synthetic=bool(wl.synthetic), timeout_s=wl.timeout_s or default_timeout,
+                options=options, image=image))
+    return out
+
+
+def _include(rule: Rule, matrix, prof, images, frameworks, device, default_timeout, compat) -> list[Cell]:
+    """Cells an include rule adds: keys it gives are fixed, the rest expand over the matrix."""
+    wl_names = [rule.workload] if rule.workload else list(matrix.workloads)
+    out = []
+    for wl_name in wl_names:
+        base = matrix.workloads.get(wl_name)
+        wl = _merge(base, prof.workloads.get(wl_name))
+        overrides = {}
+        if rule.batch_size is not None:
+            overrides["batch_sizes"] = [rule.batch_size]
+        if rule.precision is not None:
+            overrides["precisions"] = [rule.precision]
+        if rule.gpus is not None:
+            overrides["gpus"] = [rule.gpus] if rule.gpus else None
+        if rule.model is not None:
+            overrides["models"] = [rule.model]
+        if rule.dataset is not None:
+            overrides["datasets"] = [rule.dataset]
+        if rule.device is not None:
+            overrides["devices"] = [rule.device]
+        wl = WorkloadSpec(**{**wl.model_dump(exclude_unset=True), **overrides})
+        for image in images.values():
+            if rule.framework and image.framework != rule.framework:
+                continue
+            if rule.version and image.version != rule.version:
+                continue
+            if rule.toolchain and image.toolchain != rule.toolchain:
+                continue
+            if rule.python and image.python != rule.python:
+                continue
+            out.extend(_workload_cells(wl_name, wl, images, frameworks, device, default_timeout, image))
+    return [c for c in out if all(getattr(c, k) == getattr(rule, k) for k in rule.model_fields_set)]
+
+
+def _why_not(rule: Rule, compat: CompatData, matrix: MatrixFile, device: str, images: dict) -> str:
+    if rule.framework and rule.framework not in matrix.frameworks:
+        return f"framework {rule.framework} is not in `frameworks:`"
+    if rule.toolchain and device == "cpu" and compat.toolchains[rule.toolchain].device == "gpu":
+        return f"toolchain {rule.toolchain} needs a GPU and this plan is for --device cpu"
+    if rule.framework and rule.version and rule.toolchain:
+        fw = matrix.frameworks[rule.framework]
+        choice = resolve(compat, rule.framework, rule.version, rule.toolchain, base_choice=matrix.base,
+                         base_override=fw.base, python_override=rule.python or fw.python,
+                         backend=fw.options.get("backend"))
+        if isinstance(choice, Dropped):
+            return choice.reason
+    if rule.framework and rule.version and rule.version not in matrix.frameworks[rule.framework].versions:
+        return f"{rule.framework} {rule.version} is not in `frameworks.{rule.framework}.versions`"
+    if rule.device == "cpu" and rule.gpus:
+        return "a CPU cell has no GPUs"
+    return "no buildable image matches all of its keys"
