@@ -178,7 +178,7 @@ def _explain(loc, err, model_fields_by_loc) -> str:
         return f"unknown key `{loc[-1]}`" + (f"; allowed keys: {allowed}" if allowed else "")
     if kind == "missing":
         return "this key is required"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if "input" in err and kind not in ("too_short",):
         msg += f" (got {err['input']!r})"
     return msg
@@ -230,6 +230,7 @@ def load_matrix(path: Path) -> tuple[MatrixFile, dict]:
         more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
         raise _fail(path, lines, loc, _explain(loc, first, _fields_at) + more,
                     "Fix that key and run `python -m runner plan` again.") from None
+    _check_names(path, lines, matrix, load_compat())
     return matrix, lines
 
 
@@ -317,7 +318,8 @@ def _merge(base: Optional[WorkloadSpec], override: Optional[WorkloadSpec]) -> Wo
 def resolve_profile(matrix: MatrixFile, requested: Optional[str], host_has_gpu: bool, path, lines) -> str:
     name = requested or matrix.profile
     if name == "auto":
-        name = "full" if host_has_gpu else "cpu"
+        # A matrix without a cpu profile runs its own counts everywhere.
+        name = "cpu" if not host_has_gpu and "cpu" in matrix.profiles else "full"
     if name != "full" and name not in matrix.profiles:
         known = _allowed(sorted(set(matrix.profiles) | {"full", "auto"}))
         raise UserError(f"{path}: profile `{name}` is not defined under `profiles:` (known: {known}). "
@@ -337,7 +339,6 @@ def expand(matrix: MatrixFile, *, path: Path, lines: dict, profile: str, device:
            compat: Optional[CompatData] = None) -> Plan:
     """Expand a validated matrix into cells. `device` is 'gpu' or 'cpu' (auto already decided)."""
     compat = compat or load_compat()
-    _check_names(path, lines, matrix, compat)
     frameworks = dict(matrix.frameworks)
     if only:
         unknown = [f for f in only if f not in frameworks]
@@ -487,13 +488,19 @@ def _why_not(rule: Rule, compat: CompatData, matrix: MatrixFile, device: str, im
         return f"framework {rule.framework} is not in `frameworks:`"
     if rule.toolchain and device == "cpu" and compat.toolchains[rule.toolchain].device == "gpu":
         return f"toolchain {rule.toolchain} needs a GPU and this plan is for --device cpu"
-    if rule.framework and rule.version and rule.toolchain:
+    if rule.framework and rule.toolchain:
         fw = matrix.frameworks[rule.framework]
-        choice = resolve(compat, rule.framework, rule.version, rule.toolchain, base_choice=matrix.base,
-                         base_override=fw.base, python_override=rule.python or fw.python,
-                         backend=fw.options.get("backend"))
-        if isinstance(choice, Dropped):
-            return choice.reason
+        reasons = []
+        for version in ([rule.version] if rule.version else fw.versions):
+            if version not in compat.frameworks[rule.framework].versions:
+                continue
+            choice = resolve(compat, rule.framework, version, rule.toolchain, base_choice=matrix.base,
+                             base_override=fw.base, python_override=rule.python or fw.python,
+                             backend=fw.options.get("backend"))
+            if isinstance(choice, Dropped):
+                reasons.append(choice.reason)
+        if reasons:
+            return "; ".join(reasons)
     if rule.framework and rule.version and rule.version not in matrix.frameworks[rule.framework].versions:
         return f"{rule.framework} {rule.version} is not in `frameworks.{rule.framework}.versions`"
     if rule.device == "cpu" and rule.gpus:

@@ -10,6 +10,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import secrets
 import socket
 import tempfile
@@ -158,6 +159,38 @@ def latest_run(results_root) -> Optional[Path]:
     return dirs[-1] if dirs else None
 
 
+_ID_RE = re.compile(
+    r"^(?P<framework>[a-z0-9_]+)-(?P<version>[^-]+)-(?P<toolchain>.+?)-py(?P<python>\d[\d.]*)-(?P<rest>.+)"
+    r"-b(?P<batch>\d+)-(?P<precision>fp32|fp16|bf16|amp)-(?P<device>cpu|gpu)(?P<gpus>\d*)(?:-.*)?$")
+
+
+def _cell_from_id(stem: str) -> dict:
+    """Cell fields read back from a cell id (runner.matrix.Cell.id) used as a file name; {} if it is not one."""
+    from bench.workloads import DATASETS, WORKLOADS
+
+    m = _ID_RE.match(stem)
+    if not m:
+        return {}
+    rest = m["rest"]
+    workload = next((w for w in sorted(WORKLOADS, key=len, reverse=True)
+                     if rest == w or rest.startswith(w + "-")), None)
+    if workload is None:
+        return {}
+    cell = {"framework": m["framework"], "framework_version": m["version"], "toolchain": m["toolchain"],
+            "python": m["python"], "workload": workload, "batch_size": int(m["batch"]),
+            "precision": m["precision"], "device": m["device"],
+            "gpus": int(m["gpus"]) if m["gpus"] else (1 if m["device"] == "gpu" else 0)}
+    extra = rest[len(workload) + 1:]
+    for ds in sorted(DATASETS, key=len, reverse=True):
+        if extra == ds or extra.endswith("-" + ds):
+            cell["dataset"] = ds
+            extra = extra[: -len(ds)].rstrip("-")
+            break
+    if extra:
+        cell["model"] = extra
+    return cell
+
+
 def _salvage_cell(obj, run_dir: Path, path: Path) -> dict:
     """The parts of a broken file's `cell` that are individually valid, plus placeholders."""
     props = _schema()["properties"]["cell"]["properties"]
@@ -167,6 +200,8 @@ def _salvage_cell(obj, run_dir: Path, path: Path) -> dict:
         for key, value in raw.items():
             if key in props and not list(jsonschema.Draft202012Validator(props[key]).iter_errors(value)):
                 cell[key] = value
+    for key, value in _cell_from_id(path.stem).items():
+        cell.setdefault(key, value)
     placeholders = {"framework": "unknown", "workload": "unknown", "batch_size": 1,
                     "precision": "fp32", "device": "cpu", "gpus": 0}
     for key, value in placeholders.items():

@@ -1,0 +1,241 @@
+"""Matrix stage: expansion, include/exclude, profiles, and every bad-input case (message + exit 2)."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from runner import DEFAULT_MATRIX, ROOT
+from runner.errors import UserError
+from runner.matrix import expand, load_matrix, resolve_profile
+
+BASE = """\
+frameworks:
+  pytorch: {versions: ["2.15.0"]}
+  tensorflow: {versions: ["2.21.0"]}
+toolchains: [cpu, cuda13.0-cudnn9, cuda12.5-cudnn9.3]
+workloads:
+  vgg16-step: {batch_sizes: [16, 32], iterations: 100}
+  cnn-synthetic: {models: [resnet50, alexnet], batch_sizes: [16], precisions: [fp32, fp16]}
+profiles:
+  cpu:
+    workloads:
+      vgg16-step: {iterations: 3}
+  smoke:
+    timeout_s: 60
+    workloads:
+      vgg16-step: {batch_sizes: [2], iterations: 2}
+"""
+
+
+def write(tmp_path, text, name="m.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def plan_of(tmp_path, text, device="cpu", profile=None, **kw):
+    path = write(tmp_path, text)
+    matrix, lines = load_matrix(path)
+    prof = resolve_profile(matrix, profile, device == "gpu", path, lines)
+    return expand(matrix, path=path, lines=lines, profile=prof, device=device, **kw)
+
+
+def test_cpu_expansion_is_the_cartesian_product(tmp_path):
+    plan = plan_of(tmp_path, BASE, device="cpu", profile="full")
+    # 2 frameworks x (vgg16: 2 batches + cnn-synthetic: 2 models x 2 precisions)
+    assert len(plan.cells) == 2 * (2 + 4)
+    assert {c.toolchain for c in plan.cells} == {"cpu"}
+    assert all(c.gpus == 0 and c.device == "cpu" for c in plan.cells)
+    assert len({c.id for c in plan.cells}) == len(plan.cells)
+
+
+def test_gpu_expansion_drops_unbuildable_toolchains_with_reasons(tmp_path):
+    plan = plan_of(tmp_path, BASE, device="gpu", profile="full")
+    images = {(i.framework, i.toolchain) for i in plan.images}
+    assert ("pytorch", "cuda13.0-cudnn9") in images
+    assert ("tensorflow", "cuda12.5-cudnn9.3") in images
+    dropped = {(d.framework, d.toolchain): d.reason for d in plan.dropped}
+    assert "has no build for cuda12.5-cudnn9.3" in dropped[("pytorch", "cuda12.5-cudnn9.3")]
+    assert "has no build for cuda13.0-cudnn9" in dropped[("tensorflow", "cuda13.0-cudnn9")]
+    # On a GPU host the default device list of a workload is [gpu]: no cpu cells.
+    assert {c.device for c in plan.cells} == {"gpu"}
+    assert all(c.gpus == 1 for c in plan.cells)
+
+
+def test_exclude_and_include(tmp_path):
+    text = BASE + textwrap.dedent("""\
+        exclude:
+          - {precision: fp16}
+          - {framework: tensorflow, workload: vgg16-step, batch_size: 32}
+        include:
+          - {framework: pytorch, workload: vgg16-step, batch_size: 64}
+        """)
+    plan = plan_of(tmp_path, text, profile="full")
+    assert not [c for c in plan.cells if c.precision == "fp16"]
+    assert not [c for c in plan.cells if c.framework == "tensorflow" and c.batch_size == 32]
+    added = [c for c in plan.cells if c.batch_size == 64]
+    assert [(c.framework, c.workload) for c in added] == [("pytorch", "vgg16-step")]
+    assert added[0].iterations == 100
+
+
+def test_profiles_override_counts(tmp_path):
+    smoke = plan_of(tmp_path, BASE, profile="smoke")
+    vgg = [c for c in smoke.cells if c.workload == "vgg16-step"]
+    assert {c.batch_size for c in vgg} == {2} and {c.iterations for c in vgg} == {2}
+    assert {c.timeout_s for c in smoke.cells} == {60}
+    full = plan_of(tmp_path, BASE, profile="full")
+    assert {c.iterations for c in full.cells if c.workload == "vgg16-step"} == {100}
+
+
+def test_auto_profile_follows_the_host(tmp_path):
+    path = write(tmp_path, BASE)
+    matrix, lines = load_matrix(path)
+    assert resolve_profile(matrix, None, host_has_gpu=True, path=path, lines=lines) == "full"
+    assert resolve_profile(matrix, None, host_has_gpu=False, path=path, lines=lines) == "cpu"
+
+
+def test_gpu_counts_multiply_gpu_cells_only(tmp_path):
+    text = BASE.replace("vgg16-step: {batch_sizes: [16, 32], iterations: 100}",
+                        "vgg16-step: {batch_sizes: [16], gpus: [1, 2], devices: [gpu, cpu]}")
+    plan = plan_of(tmp_path, text, device="gpu", profile="full", only=["pytorch"], workloads=["vgg16-step"])
+    assert sorted((c.device, c.gpus) for c in plan.cells) == [("cpu", 0), ("gpu", 1), ("gpu", 2)]
+
+
+def test_only_and_workload_filters(tmp_path):
+    plan = plan_of(tmp_path, BASE, profile="full", only=["tensorflow"], workloads=["vgg16-step"])
+    assert {(c.framework, c.workload) for c in plan.cells} == {("tensorflow", "vgg16-step")}
+
+
+def test_python_comes_from_the_base_and_is_checked(tmp_path):
+    plan = plan_of(tmp_path, BASE, device="gpu", profile="full")
+    assert {c.python for c in plan.cells} == {"3.11"}
+    text = BASE.replace("base: plain", "") + "base: registry\n"
+    plan = plan_of(tmp_path, text, device="gpu", profile="full")
+    assert {(c.framework, c.python) for c in plan.cells} == {("pytorch", "3.12"), ("tensorflow", "3.10")}
+
+
+def test_default_matrix_plans_on_cpu_and_gpu():
+    matrix, lines = load_matrix(DEFAULT_MATRIX)
+    for device in ("cpu", "gpu"):
+        prof = resolve_profile(matrix, None, device == "gpu", DEFAULT_MATRIX, lines)
+        plan = expand(matrix, path=DEFAULT_MATRIX, lines=lines, profile=prof, device=device)
+        assert plan.cells
+        assert {c.framework for c in plan.cells} == {"pytorch", "tensorflow", "keras", "mxnet", "cntk", "jax"}
+    # CNTK's only GPU build is CUDA 10.0 on Ubuntu 18.04 with Python 3.6.
+    cntk = {(c.toolchain, c.python) for c in plan.cells if c.framework == "cntk" and c.device == "gpu"}
+    assert cntk == {("cuda10.0-cudnn7", "3.6")}
+    # resnet50-inference lists devices [gpu, cpu]: its CPU column is planned on GPU hosts too.
+    assert {c.workload for c in plan.cells if c.device == "cpu"} == {"resnet50-inference"}
+
+
+# ------------------------------------------------------------------ bad input
+
+BAD = [
+    ("yaml-syntax", "frameworks: [pytorch\n", ["YAML syntax error at line 2"]),
+    ("empty", "", ["the matrix file is empty"]),
+    ("not-a-mapping", "- pytorch\n", ["must be a mapping", "not a list"]),
+    ("unknown-top-key", BASE + "colour: red\n", ["key `colour`", "unknown key `colour`", "allowed keys: base"]),
+    ("unknown-framework", BASE.replace("tensorflow: {", "tensorfloo: {"),
+     ["key `frameworks.tensorfloo`", "unknown framework", "Known frameworks: pytorch"]),
+    ("unknown-version", BASE.replace('["2.15.0"]', '["2.15.0", "9.9"]'),
+     ["key `frameworks.pytorch.versions[1]` (line 2)", "unknown pytorch version `9.9`", "images/compat.yaml"]),
+    ("unknown-workload", BASE.replace("vgg16-step: {batch", "vgg99: {batch"),
+     ["key `workloads.vgg99`", "Known workloads: lenet-mnist"]),
+    ("unknown-toolchain", BASE.replace("cuda13.0-cudnn9,", "cuda99,"),
+     ["key `toolchains[1]`", "unknown toolchain `cuda99`"]),
+    ("unknown-model", BASE.replace("models: [resnet50, alexnet]", "models: [resnet50, lenet9]"),
+     ["key `workloads.cnn-synthetic.models[1]`", "unknown model `lenet9`", "Allowed: resnet50"]),
+    ("wrong-type", BASE.replace("iterations: 100", "iterations: lots"),
+     ["key `workloads.vgg16-step.iterations` (line 6)", "valid integer", "'lots'"]),
+    ("zero-batch", BASE.replace("batch_sizes: [16, 32]", "batch_sizes: [16, 0]"),
+     ["key `workloads.vgg16-step.batch_sizes[1]`", "greater than 0"]),
+    ("negative-iterations", BASE.replace("iterations: 100", "iterations: -5"),
+     ["key `workloads.vgg16-step.iterations`", "greater than 0"]),
+    ("duplicate-key", BASE + "toolchains: [cpu]\n", ["duplicate key 'toolchains'"]),
+    ("duplicate-list-value", BASE.replace("batch_sizes: [16, 32]", "batch_sizes: [16, 16]"),
+     ["key `workloads.vgg16-step.batch_sizes`", "duplicate batch_sizes: 16"]),
+    ("unknown-profile", BASE + "profile: turbo\n", ["profile `turbo` is not defined", "known: auto, cpu, full, smoke"]),
+    ("empty-after-exclude", BASE + "exclude: [{device: cpu}]\n", ["the matrix is empty after expansion"]),
+    ("empty-rule", BASE + "exclude: [{}]\n", ["key `exclude[0]`", "an empty rule matches every cell"]),
+    ("duplicate-cell", BASE + "include: [{framework: pytorch, workload: vgg16-step, batch_size: 16}]\n",
+     ["key `include[0]`", "duplicate cell pytorch-2.15.0-cpu-py3.11-vgg16-step-b16"]),
+    ("impossible-include", BASE + "include: [{framework: pytorch, toolchain: cuda12.5-cudnn9.3, "
+                                  "workload: vgg16-step}]\n",
+     ["key `include[0]`", "cannot run", "PyTorch 2.15.0 has no build for cuda12.5-cudnn9.3"]),
+    ("impossible-python", BASE.replace('pytorch: {versions: ["2.15.0"]}',
+                                       'pytorch: {versions: ["2.15.0"], python: "3.6"}')
+     .replace('tensorflow: {versions: ["2.21.0"]}', ''),
+     ["the matrix is empty after expansion", "provides Python 3.11, the matrix asks for Python 3.6"]),
+]
+
+
+@pytest.mark.parametrize("name,text,expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_matrix_gives_message_and_exit_2(tmp_path, name, text, expected):
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    device = "gpu" if name == "impossible-include" else "cpu"
+    proc = subprocess.run([sys.executable, "-m", "runner", "plan", "--matrix", str(path), "--device", device,
+                           "--profile", "full" if name != "unknown-profile" else "turbo"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr
+    assert message.startswith("error: " + str(path)) or message.startswith("error: ")
+    for fragment in expected:
+        assert fragment in message, message
+    # One paragraph: no blank lines in the message.
+    assert "\n\n" not in proc.stderr.strip()
+
+
+def test_missing_matrix_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    proc = subprocess.run([sys.executable, "-m", "runner", "plan", "--matrix", str(missing)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert f"{missing}: the matrix file does not exist" in " ".join(proc.stderr.split())
+
+
+def test_unknown_cli_option_exits_2():
+    proc = subprocess.run([sys.executable, "-m", "runner", "plan", "--frobnicate"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "unrecognized arguments: --frobnicate" in proc.stderr
+
+
+def test_only_unknown_framework_exits_2():
+    proc = subprocess.run([sys.executable, "-m", "runner", "plan", "--only", "caffe2"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "--only caffe2: not in" in " ".join(proc.stderr.split())
+
+
+@pytest.mark.parametrize("stage", ["plan", "render", "base", "build", "run", "report", "clean"])
+def test_every_stage_has_help(stage):
+    proc = subprocess.run([sys.executable, "-m", "runner", stage, "--help"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+def test_plan_prints_one_row_per_cell_and_the_dropped():
+    proc = subprocess.run([sys.executable, "-m", "runner", "plan", "--only", "pytorch,mxnet", "--device", "gpu",
+                           "--profile", "smoke"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "dlbench/pytorch:2.15.0-cuda13.0-cudnn9-py3.11-" in out
+    assert "dropped: MXNet 1.9.1 has no build for cuda13.0-cudnn9" in out
+    summary = [line for line in out.splitlines() if "cells in" in line][0]
+    n_cells = int(summary.split()[0])
+    rows = [line for line in out.splitlines() if line.startswith("│ pytorch") or line.startswith("│ mxnet")]
+    n_dropped = int(summary.split(";")[1].split()[0])
+    assert len(rows) == n_cells + n_dropped
+
+
+def test_bench_never_imports_host_side_packages():
+    forbidden = ("runner", "docker", "pandas", "jinja2", "jsonschema", "yaml", "pydantic")
+    for path in (ROOT / "bench").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            for mod in forbidden:
+                assert not stripped.startswith((f"import {mod}", f"from {mod} ", f"from {mod}.")), \
+                    f"{path}: {stripped}"
