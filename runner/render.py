@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,6 +41,11 @@ class RenderedImage:
         return self.tag.rsplit("-", 1)[-1]
 
 
+def _dockerfile_quote(value: str) -> str:
+    """A double-quoted Dockerfile word (LABEL/ENV values): only backslash and quote are escaped."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -49,6 +55,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["shquote"] = shlex.quote
+    env.filters["dquote"] = _dockerfile_quote
     return env
 
 
@@ -134,7 +141,8 @@ def render(choice: ImageChoice, ca_bundle: Optional[Path] = None, _copied=None) 
             python=choice.python, base_name=choice.base_name, base=choice.base, device=choice.device,
             apt=list(choice.apt), constraints=list(choice.constraints), requirements=requirements,
             index_url=choice.index_url, openmpi=choice.openmpi, uid=CONTAINER_UID,
-            ca_bundle=ca_bundle is not None, labels=labels)
+            ca_bundle=ca_bundle is not None, labels=labels,
+            distribution=re.split(r"[\[=<>!~ ]", requirements[0])[0])
     except jinja2.TemplateError as exc:
         raise UserError(f"images/{template_name}: template error: {exc}. Fix the template.") from None
     files, copied_digest = _copied or _context_files(ca_bundle)
