@@ -36,6 +36,8 @@ _OPTION_NAMES = {"xla": "XLA", "mkl": "MKL", "amp": "AMP", "jit": "JIT", "compil
                  "cudnn_benchmark": "cudnn.benchmark", "tf32": "TF32"}
 _LAYOUTS = {"channels_last": "NHWC", "channels_first": "NCHW", "nhwc": "NHWC", "nchw": "NCHW"}
 
+MODEL_NAMES = {"inception3": "InceptionV3", "resnet50": "ResNet-50", "vgg16": "VGG16", "alexnet": "Alexnet",
+               "nasnet": "Nasnet"}
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion MNIST", "cifar10": "CIFAR-10",
                  "imdb": "IMDB", "imagenet32": "ImageNet 32x32"}
 
@@ -215,13 +217,28 @@ def build_frame(results: Sequence[dict]) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
+def _key_text(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def key_series(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """One string per row identifying it by `columns`, independent of dtypes (1 == 1.0, None == NaN)."""
+    if df.empty:
+        return pd.Series([], index=df.index, dtype=object)
+    return df[list(columns)].map(_key_text).agg("\x1f".join, axis=1)
+
+
 def latest_cells(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: when several runs hold the same cell, the latest run's result."""
     if df.empty:
         return df
-    key = [c for c in CELL_KEY]
-    out = df.sort_values("run_id", kind="stable").drop_duplicates(subset=key, keep="last")
-    return out.sort_index()
+    keyed = df.assign(_key=key_series(df, CELL_KEY))
+    out = keyed.sort_values("run_id", kind="stable").drop_duplicates(subset="_key", keep="last")
+    return out.sort_index().drop(columns="_key")
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
@@ -229,6 +246,11 @@ def write_csv(df: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     out = df.copy()
     out["options"] = out["options_key"]
+    for col in out.columns:  # 100.0 -> 100 where a column holds only whole numbers
+        if out[col].dtype.kind == "f":
+            vals = out[col].dropna()
+            if len(vals) and (vals == vals.round()).all() and vals.abs().max() < 2**53:
+                out[col] = out[col].astype("Int64")
     out.drop(columns=["options_key"]).to_csv(path, index=False, lineterminator="\n")
     return path
 
@@ -254,14 +276,23 @@ def fmt_bytes_gib(n) -> str:
     return f"{float(n) / 2**30:.1f} GiB" if _isnum(n) else MISSING
 
 
-def fmt_sec_batch(x) -> str:
+def sec_digits(x) -> int:
+    """Decimals that show a seconds value to ~3 significant digits, at least 3 (the seed's format)."""
+    if not _isnum(x) or x <= 0:
+        return 3
+    return max(3, -math.floor(math.log10(abs(float(x)))) + 2)
+
+
+def fmt_sec_batch(x, digits: Optional[int] = None) -> str:
     if not _isnum(x):
         return MISSING
-    return f"{x:.3f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
+    return f"{float(x):.{digits if digits is not None else sec_digits(x)}f}"
 
 
 def short(text, limit: int = 60) -> str:
-    line = (str(text or "").strip().splitlines() or [""])[0].strip()
+    """First line of a message (the last line of a Python traceback), cut to `limit` characters."""
+    lines = [ln.strip() for ln in str(text or "").strip().splitlines() if ln.strip()]
+    line = (lines[-1] if lines and lines[0].startswith("Traceback") else lines[0]) if lines else ""
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
@@ -307,17 +338,18 @@ def source_line(df: pd.DataFrame) -> str:
 _QUAL_FORMAT = {
     "device": lambda v: "CPU" if v == "cpu" else "GPU",
     "gpus": lambda v: f"{int(v)} GPU{'s' if int(v) != 1 else ''}" if _isnum(v) else "",
+    "gpu_count_q": lambda v: f"{int(v)} GPU{'s' if int(v) != 1 else ''}" if _isnum(v) else "",
     "toolchain": lambda v: str(v) if isinstance(v, str) else "",
     "python": lambda v: f"py{v}" if isinstance(v, str) else "",
     "precision": lambda v: str(v),
     "batch": lambda v: f"batch {int(v)}" if _isnum(v) else "",
     "dataset": lambda v: DATASET_NAMES.get(v, str(v)) if isinstance(v, str) else "",
-    "model": lambda v: str(v) if isinstance(v, str) else "",
+    "model": lambda v: MODEL_NAMES.get(v, str(v)) if isinstance(v, str) else "",
     "iterations": lambda v: f"{int(v)} iterations" if _isnum(v) else "",
     "epochs": lambda v: f"{int(v)} epochs" if _isnum(v) else "",
     "warmup": lambda v: f"warmup {int(v)}" if _isnum(v) else "",
 }
-DEFAULT_QUALIFIERS = ("device", "gpus", "toolchain", "python", "precision", "batch", "dataset", "model",
+DEFAULT_QUALIFIERS = ("device", "gpu_count_q", "toolchain", "python", "precision", "batch", "dataset", "model",
                       "iterations", "epochs", "warmup")
 
 
@@ -332,9 +364,12 @@ def row_labels(df: pd.DataFrame, qualifiers: Sequence[str] = DEFAULT_QUALIFIERS,
         base = df["framework_label"] + opts.map(lambda s: f" {s}" if s else "")
     parts = pd.Series([[] for _ in range(len(df))], index=df.index)
     for q in qualifiers:
-        varies = df.groupby(base, sort=False)[q].transform(lambda s: s.astype(str).nunique() > 1)
+        col = df["gpus"].where(df["device"] == "gpu") if q == "gpu_count_q" else df[q]
+        text = col.map(_key_text)
+        known = pd.DataFrame({"base": base, "v": text})[text != ""]
+        varies = base.map(known.groupby("base")["v"].nunique()).fillna(0) > 1
         for idx in df.index[varies.astype(bool)]:
-            text = _QUAL_FORMAT[q](df.at[idx, q])
+            text = _QUAL_FORMAT[q](col[idx])
             if text:
                 parts[idx].append(text)
     if mark_synthetic:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from bench.workloads import WORKLOADS
 from runner.report_frame import (
-    DATASET_NAMES, MISSING, _isnum, fmt_bytes_gib, fmt_fixed, fmt_pct, fmt_sec_batch, md_escape, md_table,
+    DATASET_NAMES, MISSING, MODEL_NAMES, sec_digits, _isnum, fmt_bytes_gib, fmt_fixed, fmt_pct, fmt_sec_batch, md_escape, md_table,
     options_label, row_labels, short, slug, source_line, status_text,
 )
 
@@ -37,8 +37,6 @@ SECTION_TITLES = OrderedDict([
 ])
 SECTION_NAMES = tuple(SECTION_TITLES)
 
-MODEL_NAMES = OrderedDict([("inception3", "InceptionV3"), ("resnet50", "ResNet-50"), ("vgg16", "VGG16"),
-                           ("alexnet", "Alexnet"), ("nasnet", "Nasnet")])
 
 
 def _framework_base(df: pd.DataFrame) -> pd.Series:
@@ -48,7 +46,7 @@ def _framework_base(df: pd.DataFrame) -> pd.Series:
 
 def _failed_last(df: pd.DataFrame, by: list, ascending=True) -> pd.DataFrame:
     out = df.assign(_failed=df["status"] != "ok")
-    asc = [True] + ([ascending] * (len(by) - 1) if isinstance(ascending, bool) else list(ascending))
+    asc = [True] + ([ascending] * len(by) if isinstance(ascending, bool) else list(ascending))
     return out.sort_values(["_failed"] + by, ascending=asc, kind="stable", na_position="last")
 
 
@@ -94,7 +92,7 @@ def resnet50_inference(df: pd.DataFrame) -> str:
         sides = {}
         for dev in ("gpu", "cpu"):
             s = g[g["device"] == dev]
-            s = s.assign(label=row_labels(s, qualifiers=("toolchain", "gpus", "batch") + quals_combo))
+            s = s.assign(label=row_labels(s, qualifiers=("toolchain", "gpu_count_q", "batch") + quals_combo))
             s = s.assign(n=s.groupby("combo")["combo"].transform("size"))
             sides[dev] = s[["combo", "label", "text", "n", "samples_per_s", "status", "batch"]]
         merged = sides["gpu"].merge(sides["cpu"], on="combo", how="outer", suffixes=("_gpu", "_cpu"))
@@ -147,10 +145,10 @@ def vgg16_step(df: pd.DataFrame) -> str:
         n = _values_text(ok["step_n"].where(ok["step_n"].notna(), ok["iterations"]))
         b = _values_text(ok["batch"])
         w = _values_text(ok["warmup"])
-        note = (f'<a name="{anchor}">1</a>: Wall time of {n} consecutive VGG16 training steps '
-                f"(forward pass, backward pass and weight update, one mini-batch of {b} images each), "
-                "measured from just before the first step to just after the last and divided by the "
-                f"number of steps; {w} untimed warm-up steps ran first.")
+        note = (f'<a name="{anchor}">1</a>: Wall time of N = {n} consecutive VGG16 training steps '
+                f"(forward pass, backward pass and weight update on a mini-batch of B = {b} images), "
+                "measured from just before the first step to just after the last, divided by N. "
+                f"Warm-up steps before them (W = {w}) are not timed.")
         table = md_table(["Framework", f"Time <sup>[1](#{anchor})</sup>"], rows, align=["left", "left"])
         blocks.append(source_line(g) + "\n\n" + table + "\n\n" + note)
     return _join(blocks)
@@ -172,8 +170,11 @@ def cnn_synthetic(df: pd.DataFrame) -> str:
     d = df[df["workload"] == "cnn-synthetic"]
     if d.empty:
         return ""
-    d = d.assign(fw=row_labels(d, qualifiers=("toolchain", "python", "gpus", "iterations"),
-                               mark_synthetic=False))
+    parts = []
+    for _, sub in d.groupby(["machine", "device", "precision"], sort=True):
+        parts.append(sub.assign(fw=row_labels(sub, qualifiers=("toolchain", "python", "gpu_count_q", "iterations"),
+                                              mark_synthetic=False)))
+    d = pd.concat(parts)
     blocks = []
     for (machine, device, precision, fw), g in d.groupby(["machine", "device", "precision", "fw"], sort=True):
         models = [m for m in MODEL_NAMES if m in set(g["model"])] + \
@@ -202,13 +203,14 @@ def alexnet(df: pd.DataFrame) -> str:
     names = {"alexnet-fwd": "Forward", "alexnet-fwdbwd": "Forward-backward"}
     blocks = []
     for _, g in _per_machine(d):
-        g = g.assign(label=row_labels(g, qualifiers=("device", "gpus", "toolchain", "python", "precision",
+        g = g.assign(label=row_labels(g, qualifiers=("device", "gpu_count_q", "toolchain", "python", "precision",
                                                      "batch")))
 
         def text(r):
             if r["status"] != "ok":
                 return status_text(r)
-            return f"{fmt_sec_batch(r['step_mean_s'])} +/- {fmt_sec_batch(r['step_std_s'])}"
+            digits = sec_digits(r["step_mean_s"])
+            return f"{fmt_sec_batch(r['step_mean_s'], digits)} +/- {fmt_sec_batch(r['step_std_s'], digits)}"
 
         g = g.assign(text=[text(r) for _, r in g.iterrows()])
         lines = []
@@ -254,7 +256,7 @@ def lenet_mnist(df: pd.DataFrame) -> str:
     for fw, g in d.groupby("fw", sort=True):
         base = g["machine"] + ", " + g["dataset"].map(lambda x: DATASET_NAMES.get(x, str(x)) if isinstance(
             x, str) else "MNIST")
-        g = g.assign(where=row_labels(g, base=base, qualifiers=("device", "gpus", "toolchain", "python",
+        g = g.assign(where=row_labels(g, base=base, qualifiers=("device", "gpu_count_q", "toolchain", "python",
                                                                  "precision", "batch", "iterations")))
         g = g.sort_values(["machine", "where"], kind="stable")
         block = [f"___{md_escape(fw)}___ <br />"]
@@ -328,7 +330,6 @@ def hardware(df: pd.DataFrame) -> str:
         return ""
     blocks = []
     for machine, g in _per_machine(df):
-        first = g.bfill().iloc[0] if len(g) else None
         info = g[["hostname", "cpu_model", "cpu_cores", "ram_bytes", "gpu_name", "gpu_memory_bytes",
                   "gpu_driver", "gpu_sm_clock_mhz", "os"]].apply(lambda s: s.dropna().iloc[0] if s.notna().any()
                                                                else None)
@@ -349,9 +350,11 @@ def hardware(df: pd.DataFrame) -> str:
                 rows.append(["GPU SM clock", f"{int(info['gpu_sm_clock_mhz'])} MHz"])
         rows.append(["OS", info["os"] or MISSING])
         host = f" (host `{info['hostname']}`)" if info["hostname"] and info["hostname"] != machine else ""
-        part = [f"{source_line(g)}\n\n**{md_escape(machine)}**{host}",
+        runs = ", ".join(f"`{x}`" for x in sorted(g["run_id"].astype(str).unique()))
+        part = [f"**{md_escape(machine)}**{host}, as reported by run{'s' if ',' in runs else ''} {runs}:",
                 md_table(["Component", "Description"], rows, align=["left", "left"])]
-        fw = g[g["reported_version"].notna()].assign(fwl=_framework_base(g[g["reported_version"].notna()]))
+        fw = g[g["reported_version"].notna()]
+        fw = fw.assign(fwl=fw["framework_label"])
         if not fw.empty:
             fw = fw.drop_duplicates(["fwl", "reported_version", "toolchain", "cuda", "cudnn", "env_python"]) \
                 .sort_values(["fwl", "toolchain"], kind="stable")
@@ -360,6 +363,8 @@ def hardware(df: pd.DataFrame) -> str:
                       r["cuda"] if isinstance(r["cuda"], str) else cpu_build,
                       r["cudnn"] if isinstance(r["cudnn"], str) else cpu_build,
                       r["env_python"] if isinstance(r["env_python"], str) else MISSING] for _, r in fw.iterrows()]
+            part.append(f"Framework builds on **{md_escape(machine)}** and the CUDA / cuDNN each reports, "
+                        f"as reported by run{'s' if ',' in runs else ''} {runs}:")
             part.append(md_table(["Framework", "Reports version", "Toolchain", "CUDA", "cuDNN", "Python"], frows,
                                  align=["left"] * 6))
         blocks.append("\n\n".join(part))
@@ -379,7 +384,7 @@ def version_matrix(df: pd.DataFrame) -> str:
         d = df[df["workload"] == workload]
         kind, what = _primary(workload)
         for machine, g in _per_machine(d):
-            g = g.assign(row=row_labels(g, qualifiers=("gpus", "python", "precision", "batch", "dataset", "model",
+            g = g.assign(row=row_labels(g, qualifiers=("gpu_count_q", "python", "precision", "batch", "dataset", "model",
                                                        "iterations", "epochs")))
 
             def text(r):
@@ -418,7 +423,8 @@ def efficiency_table(g: pd.DataFrame) -> str:
     cols = [(h, s) for h, s in cols if (s != MISSING).any()]
     headers = ["Framework", "Toolchain"] + [h for h, _ in cols]
     rows = [[r["row"], r["toolchain"]] + [s[i] for _, s in cols] for i, r in ok.iterrows()]
-    return source_line(ok) + " Efficiency of the cells above:\n\n" + md_table(headers, rows)
+    align = ["left", "left"] + ["right"] * len(cols)
+    return source_line(ok) + " Efficiency of the cells above:\n\n" + md_table(headers, rows, align=align)
 
 
 def failures(df: pd.DataFrame) -> str:
@@ -426,7 +432,7 @@ def failures(df: pd.DataFrame) -> str:
     if bad.empty:
         return ""
     bad = bad.sort_values(["machine", "run_id", "workload", "cell_id"], kind="stable")
-    rows = [[r["machine"], r["run_id"], r["cell_id"], status_text(r) or r["status"],
+    rows = [[r["machine"], r["run_id"], r["cell_id"], r["status"] if r["status"] != "oom" else status_text(r),
              short(r["message"], 120) or FILLER] for _, r in bad.iterrows()]
     return source_line(bad) + "\n\n" + md_table(["Machine", "Run", "Cell", "Status", "Details"], rows,
                                                 align=["left"] * 5)
