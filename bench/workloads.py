@@ -49,7 +49,7 @@ WORKLOADS = OrderedDict([
         "model": "gru-imdb",
         "datasets": ("imdb",),
         "defaults": {"batch_size": 64, "epochs": 3, "warmup": 0, "dataset": "imdb",
-                     "vocab_size": 30000, "seq_len": 150, "lr": 0.01},
+                     "vocab_size": 30000, "seq_len": 150, "lr": 0.01, "momentum": 0.9},
     }),
     ("resnet50-inference", {
         "seed": "003",
@@ -65,7 +65,7 @@ WORKLOADS = OrderedDict([
         "kind": "step",
         "model": "vgg16",
         "datasets": (),
-        "defaults": {"batch_size": 16, "iterations": 100, "warmup": 5},
+        "defaults": {"batch_size": 16, "iterations": 100, "warmup": 5, "lr": 0.01},
     }),
     ("alexnet-fwd", {
         "seed": "004",
@@ -90,7 +90,7 @@ WORKLOADS = OrderedDict([
         "model": None,  # one of SYNTHETIC_MODELS, chosen per cell
         "models": SYNTHETIC_MODELS,
         "datasets": (),
-        "defaults": {"batch_size": 32, "iterations": 100, "warmup": 10},
+        "defaults": {"batch_size": 32, "iterations": 100, "warmup": 10, "lr": 0.001},
     }),
     ("vgg19-mnist", {
         "seed": "002",
