@@ -60,7 +60,11 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", default="auto", metavar="N|auto",
                    help="cells at a time (auto: one per free GPU, 1 on CPU)")
     p.add_argument("--results-dir", type=Path, default=ROOT / "results", help="where runs are kept")
-    p.add_argument("--data-dir", type=Path, help="a directory that already holds the datasets")
+    p.add_argument("--data-dir", type=Path, help="a directory that already holds the datasets "
+                                                 "(default: ~/.cache/dlbench/datasets)")
+    p.add_argument("--timeout", type=int, metavar="SECONDS",
+                   help="per-cell time limit for every cell (default: the profile's timeout_s)")
+    p.add_argument("--run-id", metavar="RUN_ID", help="name a new run (default: UTC time + random suffix)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,9 +179,10 @@ def cmd_build(args) -> int:
     from runner.build import build_images, ensure_bases
     plan = make_plan(args)
     rendered = render_plan(plan)
-    ensure_bases({img.base_name for img in plan.images}, console=console)
-    outcomes = build_images(list(rendered.values()), rebuild=args.rebuild, console=console)
-    return EXIT_OK if all(o.ok for o in outcomes.values()) else 1
+    problems = ensure_bases({img.base_name for img in plan.images}, console=console)
+    buildable = [r for r in rendered.values() if r.choice.base_name not in problems]
+    outcomes = build_images(buildable, rebuild=args.rebuild, console=console)
+    return EXIT_OK if not problems and all(o.ok for o in outcomes.values()) else 1
 
 
 def cmd_run(args, with_report: bool = False) -> int:
@@ -185,7 +190,7 @@ def cmd_run(args, with_report: bool = False) -> int:
     plan = make_plan(args)
     rendered = render_plan(plan)
     run_dir, code = run_plan(plan, rendered, args, console=console)
-    if with_report and run_dir is not None:
+    if with_report and run_dir is not None and code != 130:
         from runner.report import run_report
         report_args = argparse.Namespace(results=[run_dir], readme=args.readme, out=ROOT / "reports",
                                          baseline=None, min_effect=5.0, results_root=args.results_dir)

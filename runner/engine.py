@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import socket
+from functools import lru_cache
 from typing import Optional
 
 import docker
-from docker.errors import DockerException
+from docker.errors import APIError, DockerException
 
 from runner.errors import UserError
 
@@ -14,20 +18,35 @@ ENGINE_HELP = ("No Docker engine answers. Start one: on Debian/Ubuntu as root `m
                "make sure DOCKER_HOST or /var/run/docker.sock points at it. Hosts without Docker can use "
                "`--backend local`.")
 
+# What the engine says when it has no GPU support (no nvidia-container-toolkit), and what we say instead.
+GPU_REFUSED_MARKERS = ('could not select device driver', 'unknown or invalid runtime name: nvidia')
+GPU_HELP = ("the Docker engine cannot hand out GPUs ({detail}). Install the NVIDIA Container Toolkit "
+            "(package nvidia-container-toolkit), register it with Docker: "
+            "`sudo nvidia-ctk runtime configure --runtime=docker`, then restart dockerd "
+            "(`sudo systemctl restart docker`, or stop and start it again with `make engine`); "
+            "or run the CPU variants with --device cpu.")
 
-def try_connect(timeout: int = 10) -> Optional[docker.DockerClient]:
+# Enough pooled connections for parallel cells: each one holds a wait and a log stream.
+MAX_POOL_SIZE = 64
+
+
+def try_connect(timeout: int = 10, max_pool_size: int = MAX_POOL_SIZE) -> Optional[docker.DockerClient]:
     try:
-        client = docker.from_env(timeout=timeout)
+        client = docker.from_env(timeout=timeout, max_pool_size=max_pool_size)
         client.ping()
         return client
     except DockerException:
         return None
+    except Exception:  # a DOCKER_HOST the SDK cannot parse, a socket without permission, ...
+        return None
 
 
-def connect(timeout: int = 600) -> docker.DockerClient:
-    client = try_connect(timeout)
+def connect(timeout: int = 600, max_pool_size: int = MAX_POOL_SIZE) -> docker.DockerClient:
+    """A client whose engine answered a ping; UserError (exit 2, one paragraph) otherwise."""
+    client = try_connect(timeout, max_pool_size)
     if client is None:
-        raise UserError(ENGINE_HELP)
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        raise UserError(ENGINE_HELP + f" (Tried {where}.)")
     return client
 
 
@@ -40,3 +59,80 @@ def existing_tags(tags: list[str]) -> Optional[set]:
     for image in client.images.list(name="dlbench/*"):
         have.update(image.tags)
     return {t for t in tags if t in have}
+
+
+def image_exists(client: docker.DockerClient, ref: str) -> bool:
+    try:
+        client.api.inspect_image(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+    except APIError as exc:
+        if exc.status_code == 404:
+            return False
+        raise
+
+
+def engine_has_nvidia_runtime(client: docker.DockerClient) -> bool:
+    try:
+        return "nvidia" in (client.info().get("Runtimes") or {})
+    except DockerException:
+        return False
+
+
+def gpu_refusal(exc: BaseException) -> Optional[str]:
+    """The user-facing message when `exc` is the engine refusing a GPU request, else None."""
+    text = str(getattr(exc, "explanation", None) or exc)
+    if any(marker in text for marker in GPU_REFUSED_MARKERS):
+        return GPU_HELP.format(detail=f"it answered: {text.strip()}")
+    return None
+
+
+def probe_gpu_support(client: docker.DockerClient, image: str, count: int = 1) -> Optional[str]:
+    """Really ask the engine for a GPU container (a `true` in `image`). None when it can hand GPUs out,
+    else the message naming nvidia-container-toolkit."""
+    request = docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])
+    container = None
+    try:
+        container = client.containers.create(image, entrypoint=["true"], command=[], network_mode="none",
+                                             device_requests=[request], labels={"dlbench.probe": "gpu"})
+        container.start()
+        container.wait(timeout=60)
+        return None
+    except APIError as exc:
+        message = gpu_refusal(exc)
+        if message:
+            return message
+        return GPU_HELP.format(detail=f"a test container with one GPU failed: {exc.explanation or exc}")
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except DockerException:
+                pass
+
+
+@lru_cache(maxsize=1)
+def machine_description() -> str:
+    """A short description of the host for results (DLBENCH_MACHINE): hostname, CPU model, cores, GPUs."""
+    if os.environ.get("DLBENCH_MACHINE"):
+        return os.environ["DLBENCH_MACHINE"]
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    parts = [cpu, f"{os.cpu_count()} cores"]
+    try:
+        from runner.gpus import host_gpus
+        gpus = host_gpus()
+        if gpus:
+            names = sorted({g.name for g in gpus})
+            parts.append(f"{len(gpus)}x {'/'.join(names)}")
+    except Exception:  # GPU discovery is best effort here
+        pass
+    return f"{socket.gethostname()} ({', '.join(parts)})"

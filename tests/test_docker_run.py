@@ -1,0 +1,238 @@
+"""Run-stage behaviour on a real engine: timeouts, interrupts and --resume, GPU requests (this engine has
+no NVIDIA runtime, so it really refuses them), `clean`, and build args that must never reach an image."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import docker
+import pytest
+
+from conftest import PYTHON, containers_with_label, make_args, plan_and_images, runner_cli
+from runner import ROOT
+from runner.results import load_result, run_dirs
+
+pytestmark = pytest.mark.docker
+
+SMOKE = ["--profile", "smoke", "--device", "cpu", "--only", "pytorch"]
+
+
+def _only_result(run_dir):
+    (path,) = [p for p in run_dir.glob("*.json")]
+    return load_result(path)
+
+
+def test_timeout_kills_the_container(torch_image, docker_client, tmp_path):
+    root = tmp_path / "results"
+    proc = runner_cli("run", *SMOKE, "--workload", "lenet-mnist", "--timeout", "4", "--results-dir", root,
+                      timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out
+    (run_dir,) = run_dirs(root)
+    result = _only_result(run_dir)
+    assert result["status"] == "timeout"
+    assert "timed out after 4s" in result["message"]
+    assert result["cell"]["image"] == torch_image.tag
+    assert not containers_with_label(docker_client, f"dlbench.run-id={run_dir.name}")
+    assert (run_dir / "logs" / f"{result['cell']['id']}.log").exists()
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_interrupt_then_resume(torch_image, docker_client, tmp_path):
+    root = tmp_path / "results"
+    cmd = [PYTHON, "-m", "runner", "run", *SMOKE, "--workload", "lenet-mnist,resnet50-inference,alexnet-fwd",
+           "--results-dir", str(root), "--run-id", "20990101-000000-test"]
+    proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = root / "20990101-000000-test"
+    label = "dlbench.run-id=20990101-000000-test"
+    try:
+        first = _wait_for(lambda: list(run_dir.glob("*.json")), 600, "the first result")
+        # the second cell's container is up: interrupt mid-run
+        _wait_for(lambda: [c for c in containers_with_label(docker_client, label) if c.status == "running"], 120,
+                  "the second cell's container")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
+    assert not containers_with_label(docker_client, label)
+    results = {p.name: load_result(p) for p in run_dir.glob("*.json")}
+    assert len(results) == 3, out
+    finished = load_result(first[0])
+    assert finished["status"] == "ok"                           # finished results are kept
+    interrupted = [r for r in results.values() if r["status"] == "interrupted"]
+    assert len(interrupted) == 2
+    assert all(r["cell"]["run_id"] == run_dir.name for r in interrupted)
+    assert not (run_dir / ".runner.lock").exists()
+
+    # --resume runs the interrupted cells again (the interrupted records move to superseded/), skips the rest
+    again = runner_cli("run", *SMOKE, "--workload", "lenet-mnist,alexnet-fwd", "--results-dir", root,
+                       "--resume", run_dir.name, timeout=600)
+    assert "1 cell(s) have a result already and are skipped" in again.stdout, again.stdout + again.stderr
+    alex = [p for p in run_dir.glob("*alexnet-fwd*.json")]
+    assert len(alex) == 1 and load_result(alex[0])["status"] != "interrupted"
+    assert list((run_dir / "superseded").glob("*alexnet-fwd*.json"))
+    assert load_result(first[0]) == finished                     # never rewritten
+
+
+def _gpu_variant(cell, gpus):
+    return dataclasses.replace(cell, device="gpu", gpus=gpus)
+
+
+def test_device_requests_reach_the_engine(torch_image, docker_client, tmp_path):
+    """What the runner sends for a 1-GPU and a 2-GPU cell, as the engine records it (created, not started)."""
+    from runner.run import RunContext, container_spec
+    plan, rendered = plan_and_images(only=["pytorch"], workload=["lenet-mnist"])
+    (cell,) = plan.cells
+    ctx = RunContext(plan=plan, run_id="20990101-000000-gpus", run_dir=tmp_path, console=None,
+                     data_dir=tmp_path, machine="test")
+    for gpus, ids in ((1, [0]), (2, [0, 1])):
+        spec = container_spec(ctx, _gpu_variant(cell, gpus), torch_image.tag, None, tmp_path, ids)
+        container = docker_client.containers.create(**spec)
+        try:
+            host = docker_client.api.inspect_container(container.id)["HostConfig"]
+            assert host["DeviceRequests"] == [{"Driver": "", "Count": 0, "DeviceIDs": [str(i) for i in ids],
+                                               "Capabilities": [["gpu"]], "Options": {}}]
+            assert host["NetworkMode"] == "none" and host["CapDrop"] == ["ALL"]
+            assert host["SecurityOpt"] == ["no-new-privileges"] and not host["Privileged"]
+        finally:
+            container.remove(force=True)
+
+
+def test_engine_without_gpu_support_gives_the_toolkit_message(torch_image, docker_client, tmp_path, quiet_console):
+    from runner.engine import engine_has_nvidia_runtime, probe_gpu_support
+    from runner.run import run_plan
+    if engine_has_nvidia_runtime(docker_client):
+        pytest.skip("this engine has the NVIDIA runtime; it would hand out GPUs")
+    message = probe_gpu_support(docker_client, torch_image.tag)       # really asks the engine
+    assert message and "nvidia-container-toolkit" in message
+    assert "nvidia-ctk runtime configure --runtime=docker" in message and "restart" in message
+    assert 'could not select device driver "" with capabilities: [[gpu]]' in message
+
+    plan, rendered = plan_and_images(only=["pytorch"], workload=["lenet-mnist"])
+    gpu_plan = dataclasses.replace(plan, cells=[_gpu_variant(plan.cells[0], 1), _gpu_variant(plan.cells[0], 2)])
+    args = make_args(results_dir=tmp_path / "results")
+    run_dir, code = run_plan(gpu_plan, rendered, args, console=quiet_console)
+    assert code == 1
+    results = [load_result(p) for p in run_dir.glob("*.json")]
+    assert len(results) == 2
+    for result in results:
+        assert result["status"] == "error"
+        assert "nvidia-container-toolkit" in result["message"]
+        assert "nvidia-ctk runtime configure --runtime=docker" in result["message"]
+    assert not containers_with_label(docker_client, f"dlbench.run-id={run_dir.name}")
+    assert not containers_with_label(docker_client, "dlbench.probe")
+
+
+def test_clean_removes_leftovers(debian_base, docker_client, tmp_path):
+    live_lock = tmp_path / "live.lock"
+    live_lock.write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    made = {}
+    for name, command, lock in (("exited", ["true"], tmp_path / "gone.lock"),
+                                ("orphan", ["sleep", "300"], tmp_path / "gone.lock"),
+                                ("live", ["sleep", "300"], live_lock)):
+        container = docker_client.containers.run(debian_base, command, detach=True, network_mode="none",
+                                                 labels={"dlbench.run-id": "20990101-000000-clean",
+                                                         "dlbench.cell-id": name, "dlbench.lock": str(lock)})
+        made[name] = container
+    try:
+        made["exited"].wait(timeout=30)
+        proc = runner_cli("clean", timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        left = {c.labels["dlbench.cell-id"] for c in
+                containers_with_label(docker_client, "dlbench.run-id=20990101-000000-clean")}
+        assert left == {"live"}                     # a running cell of a live runner is kept
+        assert "removed container" in proc.stdout and "kept 1 running" in proc.stdout
+    finally:
+        for container in made.values():
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+
+def test_build_never_bakes_credentials(debian_base, docker_client, tmp_path, quiet_console, monkeypatch):
+    """Proxy credentials reach the build (as Docker's predefined args) but neither the image's history nor its
+    config; an index URL with credentials is refused before anything is built."""
+    from runner.build import build_images
+    from runner.errors import UserError
+    from runner.render import RenderedImage
+    plan, rendered = plan_and_images(only=["mxnet"], workload=["lenet-mnist"])
+    choice = next(iter(rendered.values())).choice
+    dockerfile = (f"FROM {debian_base}\nARG PIP_INDEX_URL\nARG PIP_EXTRA_INDEX_URL\nARG PIP_TRUSTED_HOST\n"
+                  "RUN test -n \"$HTTP_PROXY\" && test -n \"$PIP_INDEX_URL\" && echo build args arrived\n"
+                  "LABEL dlbench.test=credentials\n")
+    image = RenderedImage(choice=choice, tag=f"dlbench/test-credentials:{os.getpid()}", dockerfile=dockerfile,
+                          context_files=(), labels=())
+    secret = "s3cretPa55"
+    monkeypatch.setenv("HTTP_PROXY", f"http://bob:{secret}@proxy.invalid:3128")
+    monkeypatch.setenv("https_proxy", f"http://bob:{secret}@proxy.invalid:3128")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.invalid/simple")
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    try:
+        outcomes = build_images([image], rebuild=True, console=quiet_console, log_dir=tmp_path,
+                                client=docker_client)
+        assert outcomes[image.tag].ok, outcomes[image.tag].message
+        assert "build args arrived" in outcomes[image.tag].log_path.read_text()
+        history = json.dumps(docker_client.api.history(image.tag))
+        config = json.dumps(docker_client.api.inspect_image(image.tag))
+        assert secret not in history and secret not in config
+        assert "proxy.invalid" not in history and "proxy.invalid" not in config
+
+        monkeypatch.setenv("PIP_INDEX_URL", f"https://bob:{secret}@mirror.invalid/simple")
+        with pytest.raises(UserError) as err:
+            build_images([image], rebuild=True, console=quiet_console, log_dir=tmp_path, client=docker_client)
+        assert "PIP_INDEX_URL contains credentials" in err.value.message and secret not in err.value.message
+    finally:
+        try:
+            docker_client.images.remove(image.tag, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+def test_engine_script_is_a_no_op_when_an_engine_answers(docker_client):
+    started = time.monotonic()
+    proc = subprocess.run(["bash", "scripts/engine.sh"], cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and time.monotonic() - started < 15
+
+
+def test_oom_killed_container_is_status_oom(smoke_images, docker_client, tmp_path, quiet_console, monkeypatch):
+    """State.OOMKilled -> status oom (the cell's memory is capped and it allocates past the cap)."""
+    import runner.run as run_mod
+    original = run_mod.container_spec
+
+    def hungry(ctx, cell, image_tag, image_id, staging, gpu_ids):
+        spec = original(ctx, cell, image_tag, image_id, staging, gpu_ids)
+        spec.update(mem_limit="64m", memswap_limit="64m",
+                    entrypoint=["python", "-c", "x = [bytearray(16 << 20) for _ in range(64)]"], command=[])
+        return spec
+
+    monkeypatch.setattr(run_mod, "container_spec", hungry)
+    plan, rendered = plan_and_images(only=["mxnet"], workload=["lenet-mnist"])
+    run_dir, code = run_mod.run_plan(plan, rendered, make_args(results_dir=tmp_path / "results"),
+                                     console=quiet_console)
+    assert code == 1
+    result = _only_result(run_dir)
+    assert result["status"] == "oom", result["message"]
+    assert "OOMKilled" in result["message"] and result["metrics"]["oom_batch_size"] == plan.cells[0].batch_size
+    assert not containers_with_label(docker_client, f"dlbench.run-id={run_dir.name}")
