@@ -160,3 +160,26 @@ def collect(versions=None, with_pip=True):
         "hostname": socket.gethostname(),
         "machine": os.environ.get("DLBENCH_MACHINE") or None,
     }
+
+
+def shared_library_version(names, symbol):
+    """An int version read from the first loadable shared library (cudart/cudnn), or None.
+
+    For frameworks that do not report the CUDA/cuDNN they loaded (MXNet, CNTK).
+    """
+    import ctypes
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        func = getattr(lib, symbol, None)
+        if func is None:
+            continue
+        if symbol == "cudnnGetVersion":
+            func.restype = ctypes.c_size_t
+            return int(func())
+        value = ctypes.c_int(0)
+        if func(ctypes.byref(value)) == 0:
+            return int(value.value)
+    return None

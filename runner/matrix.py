@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, NonNegativeInt, ValidationError, field_validator
 
-from bench.workloads import DATASETS, PRECISIONS, SYNTHETIC_MODELS, WORKLOADS
+from bench.workloads import DATASETS, SYNTHETIC_MODELS, WORKLOADS
 from runner.compat import CompatData, Dropped, ImageChoice, load_compat, resolve
 from runner.errors import UserError, format_path
 from runner.yamlfile import load_yaml

@@ -96,6 +96,7 @@ def write_result(path, obj) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for every reader of the run
         # A file that appeared meanwhile is still not overwritten.
         if path.exists():
             raise ResultError(f"{path}: result file already exists; refusing to overwrite it")

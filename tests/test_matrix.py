@@ -3,12 +3,10 @@
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from runner import DEFAULT_MATRIX, ROOT
-from runner.errors import UserError
 from runner.matrix import expand, load_matrix, resolve_profile
 
 BASE = """\

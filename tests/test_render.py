@@ -4,14 +4,13 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from dockerfile_parse import DockerfileParser
 
 from runner import DEFAULT_MATRIX, ROOT
 from runner.compat import load_compat, resolve
-from runner.matrix import expand, load_matrix, resolve_profile
+from runner.matrix import expand, load_matrix
 from runner.render import render, render_all
 
 GOLDEN = ROOT / "tests" / "golden" / "dockerfiles"

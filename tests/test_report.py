@@ -5,7 +5,6 @@ Regenerate the golden Markdown after an intended change:  UPDATE_GOLDEN=1 python
 """
 
 import argparse
-import json
 import os
 import re
 from pathlib import Path
@@ -14,8 +13,8 @@ import pandas as pd
 import pytest
 
 from runner.report import (
-    EMPTY_SECTION, SECTION_NAMES, ReportError, add_report_arguments, build_frame, build_sections, compare_runs,
-    comparison_section, load_frame, run_report,
+    EMPTY_SECTION, SECTION_NAMES, add_report_arguments, build_frame, build_sections, compare_runs, comparison_section,
+    load_frame, run_report,
 )
 from runner.report_frame import framework_label, latest_cells, options_label
 from runner.report_plots import make_plots

@@ -35,12 +35,12 @@ one container runs one process), and whatever CNTK itself rejects at run time
 (its "not supported"/"not implemented" errors are classified unsupported).
 """
 
-import ctypes
 import math
 import os
 
 from bench.adapters.base import Adapter as BaseAdapter
 from bench.adapters.base import Unsupported
+from bench.env import shared_library_version
 
 BN_REFERENCE_BATCH = 32
 FLOAT32_LOWEST = -3.4028234663852886e38
@@ -78,24 +78,6 @@ def bn_time_constant(momentum, reference_batch=BN_REFERENCE_BATCH):
     if momentum >= 1.0:
         return float("inf")
     return -float(reference_batch) / math.log(momentum)
-
-
-def _lib_version(names, symbol):
-    for name in names:
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        func = getattr(lib, symbol, None)
-        if func is None:
-            continue
-        if symbol == "cudnnGetVersion":
-            func.restype = ctypes.c_size_t
-            return int(func())
-        value = ctypes.c_int(0)
-        if func(ctypes.byref(value)) == 0:
-            return int(value.value)
-    return None
 
 
 class Adapter(BaseAdapter):
@@ -136,9 +118,9 @@ class Adapter(BaseAdapter):
         C = self.C
         cuda = cudnn = None
         if self.device == "gpu":
-            v = _lib_version(["libcudart.so.10.0", "libcudart.so"], "cudaRuntimeGetVersion")
+            v = shared_library_version(["libcudart.so.10.0", "libcudart.so"], "cudaRuntimeGetVersion")
             cuda = "%d.%d" % (v // 1000, (v % 1000) // 10) if v else None
-            v = _lib_version(["libcudnn.so.7", "libcudnn.so"], "cudnnGetVersion")
+            v = shared_library_version(["libcudnn.so.7", "libcudnn.so"], "cudnnGetVersion")
             cudnn = "%d.%d.%d" % (v // 1000, (v % 1000) // 100, v % 100) if v else None
         return {"framework_version": C.__version__, "cuda": cuda, "cudnn": cudnn}
 
@@ -358,9 +340,8 @@ class Adapter(BaseAdapter):
                 feed[label] = onehot(y)
             if name == "none":
                 # forward + backward, no update
-                grads = loss.grad(feed, wrt=z.parameters)
+                loss.grad(feed, wrt=z.parameters)
                 total = float(np.sum(loss.eval(feed))) if loss_kind == "l2" else None
-                del grads
                 return np.float32(total if total is not None else 0.0)
             trainer = trainer_for(n)
             trainer.train_minibatch(feed)

@@ -42,13 +42,12 @@ container base (nvcr-mxnet-24.05), whose build does; that image sets
 DLBENCH_MXNET_HOPPER_OK=1 (images/mxnet.Dockerfile.j2), which lifts the check.
 """
 
-import ctypes
-import ctypes.util
 import os
 import subprocess
 
 from bench.adapters.base import Adapter as BaseAdapter
 from bench.adapters.base import Unsupported
+from bench.env import shared_library_version
 
 HOPPER_REASON = ("MXNet 1.9.1's CUDA wheels carry no kernels for compute capability 9.0 "
                  "(Hopper); use the NVIDIA MXNet container base nvcr-mxnet-24.05")
@@ -100,25 +99,6 @@ def is_oom_message(text):
             or "cudamalloc retry failed" in lowered
             or "memory allocation failed" in lowered
             or "std::bad_alloc" in lowered or "failed to allocate" in lowered)
-
-
-def _lib_version(names, symbol):
-    """An int version from a shared library already loadable (cudart/cudnn)."""
-    for name in names:
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        func = getattr(lib, symbol, None)
-        if func is None:
-            continue
-        if symbol == "cudnnGetVersion":
-            func.restype = ctypes.c_size_t
-            return int(func())
-        value = ctypes.c_int(0)
-        if func(ctypes.byref(value)) == 0:
-            return int(value.value)
-    return None
 
 
 def _build_net_class(mx):
@@ -298,11 +278,11 @@ class Adapter(BaseAdapter):
         features = mx.runtime.Features()
         cuda = cudnn = None
         if features.is_enabled("CUDA"):
-            v = _lib_version(["libcudart.so", "libcudart.so.12", "libcudart.so.11.0"],
+            v = shared_library_version(["libcudart.so", "libcudart.so.12", "libcudart.so.11.0"],
                              "cudaRuntimeGetVersion")
             cuda = "%d.%d" % (v // 1000, (v % 1000) // 10) if v else "enabled"
         if features.is_enabled("CUDNN"):
-            v = _lib_version(["libcudnn.so", "libcudnn.so.9", "libcudnn.so.8"],
+            v = shared_library_version(["libcudnn.so", "libcudnn.so.9", "libcudnn.so.8"],
                              "cudnnGetVersion")
             if v:
                 if v >= 90000:
