@@ -31,7 +31,9 @@ BACKEND_NAMES = {
     "cntk": "CNTK", "theano": "Theano", "numpy": "NumPy", "mxnet": "MXNet",
 }
 # Option keys already shown by the framework name, or not worth a label.
-_LABEL_SKIP_OPTIONS = {"backend", "api"}
+# backend/api are in the framework name already; the rest are workload counts and
+# hyper-parameters the runner passes as options, not variants of a framework.
+_LABEL_SKIP_OPTIONS = {"backend", "api", "eval_batches", "lr", "momentum", "log_every", "verify_checksums"}
 _OPTION_NAMES = {"xla": "XLA", "mkl": "MKL", "amp": "AMP", "jit": "JIT", "compile": "compile",
                  "cudnn_benchmark": "cudnn.benchmark", "tf32": "TF32"}
 _LAYOUTS = {"channels_last": "NHWC", "channels_first": "NCHW", "nhwc": "NHWC", "nchw": "NCHW"}
