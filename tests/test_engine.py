@@ -118,7 +118,11 @@ def test_container_spec_is_locked_down(torch_cell, tmp_path):
     assert spec["cap_drop"] == ["ALL"] and spec["security_opt"] == ["no-new-privileges"]
     assert spec["privileged"] is False and spec["user"] == "1000:1000"
     assert spec["volumes"][str(staging)] == {"bind": "/results", "mode": "rw"}
-    assert spec["volumes"][str(tmp_path / "data")] == {"bind": "/data", "mode": "ro"}
+    # Only the cell's own dataset, read-only, where bench looks for it.
+    assert cell.dataset == "fashion-mnist"
+    data_mounts = {k: v for k, v in spec["volumes"].items() if k != str(staging)}
+    assert data_mounts == {str((tmp_path / "data" / "fashion-mnist").resolve()):
+                           {"bind": "/data/fashion-mnist", "mode": "ro"}}
     assert all(v["mode"] == "ro" for k, v in spec["volumes"].items() if k != str(staging))
     assert spec["labels"]["dlbench.run-id"] == "20260101-000000-abcd" and spec["labels"]["dlbench.cell-id"] == cell.id
     assert spec["environment"]["DLBENCH_CELL_ID"] == cell.id and spec["environment"]["DLBENCH_IMAGE"] == image.tag
