@@ -196,16 +196,20 @@ def _find_sections(text: str, path) -> "OrderedDict[str, tuple[int, int]]":
 def check_readme(readme_path) -> list:
     """The section names a README's markers ask for; ReportError when it has none or they are unsafe."""
     path = Path(readme_path)
-    text = _read_readme(path)
+    return list(_checked_sections(path, _read_readme(path), SECTION_NAMES))
+
+
+def _checked_sections(path: Path, text: str, known) -> dict:
+    """The README's marker spans; ReportError when there are none or one names an unknown section."""
     spans = _find_sections(text, path)
     if not spans:
         raise ReportError(f"{path} has no result markers, so there is no place to put the tables, and the "
                           "report will not guess one. " + _marker_help(path))
-    unknown = [n for n in spans if n not in SECTION_NAMES]
+    unknown = [n for n in spans if n not in known]
     if unknown:
         raise ReportError(f"{path}: unknown section name(s) {', '.join(unknown)} in the result markers. "
                           + _marker_help(path))
-    return list(spans)
+    return spans
 
 
 def _read_readme(path: Path) -> str:
@@ -228,14 +232,7 @@ def regenerate_readme(readme_path, sections: dict) -> bool:
     nested, duplicated or unknown markers."""
     path = Path(readme_path)
     text = _read_readme(path)
-    spans = _find_sections(text, path)
-    if not spans:
-        raise ReportError(f"{path} has no result markers, so there is no place to put the tables, and the "
-                          "report will not guess one. " + _marker_help(path))
-    unknown = [n for n in spans if n not in sections]
-    if unknown:
-        raise ReportError(f"{path}: unknown section name(s) {', '.join(unknown)} in the result markers. "
-                          + _marker_help(path))
+    spans = _checked_sections(path, text, sections)
     newline = "\r\n" if "\r\n" in text else "\n"
     out, pos = [], 0
     for name, (begin, end) in sorted(spans.items(), key=lambda kv: kv[1][0]):
