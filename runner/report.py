@@ -14,7 +14,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -28,7 +27,7 @@ from runner.report_frame import (  # noqa: F401  (re-exported)
     row_labels, source_line, write_csv,
 )
 from runner.report_tables import SECTION_NAMES, SECTION_TITLES, build_sections
-from runner.results import latest_run, run_dirs
+from runner.results import atomic_write_text, latest_run, run_dirs
 
 __all__ = [
     "ReportError", "SECTION_NAMES", "EMPTY_SECTION", "add_report_arguments", "run_report", "load_frame",
@@ -247,26 +246,8 @@ def regenerate_readme(readme_path, sections: dict) -> bool:
     new = "".join(out)
     if new == text:
         return False
-    _atomic_write(path, new)
+    atomic_write_text(path, new, mode=path.stat().st_mode & 0o7777)
     return True
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        try:
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # ------------------------------------------------------------------ whole report

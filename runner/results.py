@@ -90,16 +90,26 @@ def write_result(path, obj) -> None:
         raise ResultError(f"{path}: result file already exists; refusing to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for every reader of the run
-        # A file that appeared meanwhile is still not overwritten.
+
+    def refuse_if_appeared():  # a file that appeared meanwhile is still not overwritten
         if path.exists():
             raise ResultError(f"{path}: result file already exists; refusing to overwrite it")
+
+    atomic_write_text(path, data, mode=0o644, before_replace=refuse_if_appeared)
+
+
+def atomic_write_text(path: Path, text: str, mode: int, before_replace=None) -> None:
+    """Write text to a temp file beside `path`, fsync, then os.replace: readers never see half a file.
+    `mode` is the final permission (mkstemp makes 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -34,6 +34,7 @@ import numpy as np
 from bench import specs
 from bench.adapters.base import Adapter as BaseAdapter
 from bench.adapters.base import Unsupported
+from bench.adapters.tensorflow import gru_layer_can_use_cudnn
 
 BACKENDS = ("tensorflow", "jax", "torch")
 _POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16",
@@ -484,15 +485,7 @@ class Adapter(BaseAdapter):
             return None
         if not self.gpu_names or self.jax is not None:
             return False  # Keras' JAX GRU is a lax.scan; cuDNN kernels are GPU-only
-        for layer in grus:
-            cell = layer.cell
-            ok = (getattr(cell.activation, "__name__", "") == "tanh"
-                  and getattr(cell.recurrent_activation, "__name__", "") == "sigmoid"
-                  and cell.reset_after and cell.use_bias and not cell.recurrent_dropout
-                  and not layer.unroll and layer.use_cudnn in (True, "auto"))
-            if not ok:
-                return False
-        return True
+        return all(gru_layer_can_use_cudnn(layer) for layer in grus)
 
     # --- data and device ----------------------------------------------------
     def to_device(self, array):

@@ -353,6 +353,15 @@ class _Model(object):
         self.training = training
 
 
+
+def gru_layer_can_use_cudnn(layer):
+    """Keras' conditions for a GRU layer to run the cuDNN kernel on a GPU (shared with the Keras adapter)."""
+    cell = layer.cell
+    return bool(getattr(cell.activation, "__name__", "") == "tanh"
+                and getattr(cell.recurrent_activation, "__name__", "") == "sigmoid"
+                and cell.reset_after and cell.use_bias and not cell.recurrent_dropout
+                and not layer.unroll and layer.use_cudnn in (True, "auto"))
+
 class Adapter(BaseAdapter):
     name = "tensorflow"
     display = "TensorFlow"
@@ -676,15 +685,7 @@ class Adapter(BaseAdapter):
             return None
         if not self.gpu_names:
             return False  # CudnnRNNV3 is a GPU kernel
-        for layer in net.grus:
-            cell = layer.cell
-            ok = (getattr(cell.activation, "__name__", "") == "tanh"
-                  and getattr(cell.recurrent_activation, "__name__", "") == "sigmoid"
-                  and cell.reset_after and cell.use_bias and not cell.recurrent_dropout
-                  and not layer.unroll and layer.use_cudnn in (True, "auto"))
-            if not ok:
-                return False
-        return True
+        return all(gru_layer_can_use_cudnn(layer) for layer in net.grus)
 
     # --- data and device ----------------------------------------------------
     def _host_array(self, array):
