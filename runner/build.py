@@ -344,3 +344,39 @@ def _build_one(client, image: RenderedImage, buildargs: dict, log_path: Path, pr
         return BuildOutcome(False, f"image {image.tag} failed to build: {last} (full log: {log_path})",
                             log_path, seconds=seconds)
     return BuildOutcome(True, "built", log_path, seconds=seconds)
+
+
+def prune_images(keep: set[str], frameworks: Iterable[str], console: Console, client=None) -> int:
+    """Remove `dlbench/<framework>:*` tags that the matrix no longer renders to.
+
+    Every change to bench/ or a template gives an image a new content-hash tag and leaves the old
+    one behind; their framework layers are shared, but each keeps its own bench/ layer and blocks
+    `docker image prune`.  Base images (`dlbench/base`) are never touched: they are slow to make.
+    A tag a container still uses is kept (the engine refuses with 409).  Returns how many were removed.
+    """
+    from docker.errors import APIError, ImageNotFound
+    client = client or connect()
+    wanted = {f"dlbench/{name}" for name in frameworks}
+    removed, in_use = [], []
+    for image in client.images.list(name="dlbench/*"):
+        for tag in image.tags:
+            repository = tag.rsplit(":", 1)[0]
+            if repository not in wanted or tag in keep:
+                continue
+            try:
+                client.images.remove(tag)
+                removed.append(tag)
+            except ImageNotFound:
+                pass
+            except APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                in_use.append(tag)
+    for tag in sorted(removed):
+        console.print(f"removed image {escape(tag)}")
+    if in_use:
+        console.print(f"kept {len(in_use)} image(s) still used by a container: {escape(', '.join(sorted(in_use)))}")
+    kept = sorted(t for t in keep if t.rsplit(":", 1)[0] in wanted)
+    console.print(f"clean --images: removed {len(removed)} stale tag(s); the matrix renders {len(kept)} "
+                  f"image(s) for {', '.join(sorted(frameworks))}")
+    return len(removed)

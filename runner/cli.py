@@ -101,7 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     from runner.report import add_report_arguments
     add_report_arguments(p)
 
-    sub.add_parser("clean", help="remove containers left behind by crashed runs")
+    p = sub.add_parser("clean", help="remove containers left behind by crashed runs; with --images also the "
+                                     "framework images the matrix no longer renders to")
+    p.add_argument("--images", action="store_true",
+                   help="also remove dlbench/<framework> image tags that no device or profile of the matrix "
+                        "renders to (old bench/ or template versions); base images are kept")
+    p.add_argument("--matrix", type=Path, default=DEFAULT_MATRIX, help="matrix file (default: matrix.yaml)")
+    p.add_argument("--only", type=_csv, metavar="FW[,FW...]", help="only these frameworks' images")
     return parser
 
 
@@ -204,9 +210,25 @@ def cmd_report(args) -> int:
     return run_report(args)
 
 
+def current_tags(args) -> tuple[set[str], set[str]]:
+    """Every image tag the matrix renders to on either device, and the frameworks concerned."""
+    matrix, lines = load_matrix(args.matrix)
+    tags, frameworks = set(), set()
+    for device in ("cpu", "gpu"):
+        plan = expand(matrix, path=args.matrix, lines=lines, profile="full", device=device, only=args.only)
+        tags.update(r.tag for r in render_plan(plan).values())
+    frameworks.update(args.only or matrix.frameworks)
+    return tags, frameworks
+
+
 def cmd_clean(args) -> int:
     from runner.run import clean
-    return clean(console=console)
+    code = clean(console=console)
+    if args.images:
+        from runner.build import prune_images
+        keep, frameworks = current_tags(args)
+        prune_images(keep, frameworks, console=console)
+    return code
 
 
 def main(argv: Optional[list[str]] = None) -> int:

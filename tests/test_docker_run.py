@@ -169,6 +169,36 @@ def test_clean_removes_leftovers(debian_base, docker_client, tmp_path):
                 pass
 
 
+def test_clean_images_removes_stale_tags_only(debian_base, docker_client):
+    from rich.console import Console
+    from runner.build import prune_images
+    stale, other = "dlbench/mxnet:0.0.0-stale-prune-test", "dlbench/jax:0.0.0-prune-test"
+    # a repository no real image uses, so the keep-set check below cannot remove a real image
+    kept, dropped = "dlbench/prunetest:kept", "dlbench/prunetest:dropped"
+    base = docker_client.images.get(debian_base)
+    for ref in (stale, other, kept, dropped):
+        base.tag(*ref.rsplit(":", 1))
+    try:
+        proc = runner_cli("clean", "--images", "--only", "mxnet", timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"removed image {stale}" in proc.stdout      # matrix.yaml renders no mxnet 0.0.0
+        have = {t for image in docker_client.images.list(name="dlbench/*") for t in image.tags}
+        assert stale not in have
+        assert other in have                                # --only mxnet: other frameworks untouched
+        assert debian_base in have                          # base images are never pruned
+        with open(os.devnull, "w") as sink:
+            assert prune_images({kept}, ["prunetest"], console=Console(file=sink)) == 1
+        have = {t for image in docker_client.images.list(name="dlbench/prunetest") for t in image.tags
+                if t.startswith("dlbench/prunetest:")}
+        assert have == {kept}                               # a tag the matrix renders to stays
+    finally:
+        for ref in (stale, other, kept, dropped):
+            try:
+                docker_client.images.remove(ref)
+            except docker.errors.ImageNotFound:
+                pass
+
+
 def test_build_never_bakes_credentials(debian_base, docker_client, tmp_path, quiet_console, monkeypatch):
     """Proxy credentials reach the build (as Docker's predefined args) but neither the image's history nor its
     config; an index URL with credentials is refused before anything is built."""
