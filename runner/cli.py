@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print every cell and why any combination was dropped")
     _selection_options(p)
     p.add_argument("--all-dropped", action="store_true", help="list every dropped combination (default: all)")
+    p.add_argument("--commands", action="store_true",
+                   help="print the plan as a shell script of `python -m bench` commands, for a host without "
+                        "Docker or the runner's dependencies; `report --results` reads what it writes")
+    p.add_argument("--run-id", metavar="RUN_ID", help="with --commands: the run's name (default: UTC time + "
+                                                       "random suffix)")
 
     p = sub.add_parser("render", help="write the Dockerfiles")
     _selection_options(p)
@@ -161,6 +166,11 @@ def _cached_tags(rendered: dict) -> Optional[set]:
 
 def cmd_plan(args) -> int:
     plan = make_plan(args)
+    if args.commands:
+        from runner.local import shell_script
+        from runner.results import new_run_id
+        sys.stdout.write(shell_script(plan, args.run_id or new_run_id()))
+        return EXIT_OK
     rendered = render_plan(plan)
     print_plan(plan, rendered, _cached_tags(rendered))
     return EXIT_OK

@@ -107,3 +107,60 @@ class LocalExecutor:
         for proc in procs:
             self._kill(proc, grace=KILL_GRACE_S)
         return len(procs)
+
+
+def shell_script(plan, run_id: str) -> str:
+    """The plan as a POSIX shell script of `python -m bench` commands, one per cell.
+
+    For a host that has a framework but neither Docker nor the runner's own dependencies (a lent GPU
+    machine with no package index, say): copy the checkout there, run the script from its root, bring
+    `results/<run-id>/` back and `python -m runner report --results results/<run-id>` makes the tables.
+    Re-running skips cells whose result exists.  The variables at the top can be overridden.
+    """
+    import shlex
+    q = shlex.quote
+    lines = [
+        "#!/bin/sh",
+        f"# dlbench run {run_id}: {len(plan.cells)} cells of {plan.matrix_path.name} (profile {plan.profile}, "
+        f"device {plan.device})",
+        "# written by `python -m runner plan --commands`; run from the checkout's root. Needs bench/, numpy",
+        "# and each framework importable by $PYTHON; datasets under $DATA_DIR/<name>/",
+        "# (the layout of ~/.cache/dlbench/datasets).",
+        "set -u",
+        'PYTHON="${PYTHON:-python3}"',
+        f'RUN_DIR="${{RUN_DIR:-results/{run_id}}}"',
+        'DATA_DIR="${DATA_DIR:-data}"',
+        f"export DLBENCH_RUN_ID={q(run_id)} DLBENCH_PROFILE={q(plan.profile)}",
+        'export DLBENCH_MACHINE="${DLBENCH_MACHINE:-$(hostname)}" PYTHONUNBUFFERED=1',
+        'mkdir -p "$RUN_DIR/logs"',
+        # coreutils' timeout where there is one: a hung cell must not stop the rest
+        'if command -v timeout >/dev/null 2>&1; then LIMIT="timeout --kill-after=10"; else LIMIT=""; fi',
+        "failed=0",
+    ]
+    for cell in plan.cells:
+        env = cell_env(_ScriptContext(run_id, plan), cell, None, None)
+        env.pop("DLBENCH_RUN_ID"), env.pop("DLBENCH_PROFILE"), env.pop("DLBENCH_MACHINE")
+        out = f'"$RUN_DIR"/{q(cell.id + ".json")}'
+        args = " ".join(q(a) for a in bench_args(cell, "@DATA@", "@OUT@"))
+        args = args.replace("@DATA@", '"$DATA_DIR"').replace("@OUT@", out)
+        assign = " ".join(f"{k}={q(v)}" for k, v in env.items())
+        limit = f"${{LIMIT:+$LIMIT {cell.timeout_s}}}"
+        lines += [
+            f'if [ ! -f {out} ]; then',
+            f'  echo "[{cell.id}]"',
+            f'  {assign} {limit} "$PYTHON" -m bench {args} > "$RUN_DIR"/logs/{q(cell.id + ".log")} 2>&1'
+            f' || {{ echo "  exit $? (see $RUN_DIR/logs/{cell.id}.log)"; failed=$((failed + 1)); }}',
+            "fi",
+        ]
+    lines += [
+        'echo "done: $failed cell(s) exited non-zero; tables: python -m runner report --results $RUN_DIR"',
+        '[ "$failed" -eq 0 ]',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class _ScriptContext:
+    """The part of RunContext that cell_env reads."""
+
+    def __init__(self, run_id, plan):
+        self.run_id, self.plan, self.machine = run_id, plan, ""

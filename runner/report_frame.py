@@ -130,6 +130,17 @@ FRAME_COLUMNS = [
 
 # ------------------------------------------------------------------ labels
 
+def ran_version(requested, reported):
+    """The version a row is labelled with: what actually ran.  The local backend may meet another
+    version than the matrix asked for; a local build label (2.15.0+cu132) of the requested version
+    is the same release.  Cells that never started report nothing and keep the requested version."""
+    if not isinstance(reported, str) or not reported:
+        return requested
+    if isinstance(requested, str) and reported.split("+", 1)[0] == requested:
+        return requested
+    return reported
+
+
 def _option_text(key: str, value) -> str:
     if key in ("layout", "data_format"):
         return _LAYOUTS.get(str(value).lower(), str(value).upper())
@@ -194,7 +205,7 @@ def build_frame(results: Sequence[dict]) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["synthetic"] = df["synthetic"].map(lambda v: bool(v) if isinstance(v, bool) else False)
     df["cudnn_rnn"] = df["cudnn_rnn"].map(lambda v: v if isinstance(v, bool) else None).astype(object)
-    df["version"] = df["requested_version"].where(df["requested_version"].notna(), df["reported_version"])
+    df["version"] = [ran_version(req, rep) for req, rep in zip(df["requested_version"], df["reported_version"])]
     df["options_key"] = df["options"].map(lambda o: json.dumps(o, sort_keys=True, default=str))
     df["framework_label"] = [framework_label(f, v if isinstance(v, str) else None, o)
                              for f, v, o in zip(df["framework"], df["version"], df["options"])]

@@ -82,3 +82,41 @@ def test_local_invalid_result_is_kept_and_reported(tmp_path, no_engine):
     run_dir, result = _only(root)
     assert result["status"] == "error" and "does not match" in result["message"]
     assert os.path.exists(run_dir / "logs" / f"{result['cell']['id']}.invalid.json")
+
+
+def test_plan_commands_script_runs_without_the_runner_and_reports(tmp_path, no_engine):
+    """`plan --commands`: a shell script of bench commands for a host without Docker or the runner's
+    dependencies; its results are a run directory the report stage reads."""
+    torch = pytest.importorskip("torch")
+    import subprocess
+    import sys
+    from runner import ROOT
+    proc = runner_cli("plan", "--commands", "--profile", "smoke", "--device", "cpu", "--only", "pytorch",
+                      "--workload", "alexnet-fwd,vgg16-step", "--run-id", "script-run", env=no_engine, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    script = tmp_path / "cells.sh"
+    script.write_text(proc.stdout)
+    run_dir = tmp_path / "results" / "script-run"
+    # a bare interpreter environment: no runner on the path, only bench from the checkout's root
+    env = {"PATH": os.environ["PATH"], "PYTHON": sys.executable, "RUN_DIR": str(run_dir),
+           "DATA_DIR": str(tmp_path / "data"), "DLBENCH_MACHINE": "script test host"}
+    first = subprocess.run(["sh", str(script)], cwd=str(ROOT), env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=900)
+    assert first.returncode == 0, first.stdout
+    results = {p.stem: load_result(p) for p in run_dir.glob("*.json")}
+    assert len(results) == 2 and first.stdout.count("[pytorch-") == 2
+    for cell_id, result in results.items():
+        assert result["status"] == "ok", result["message"]
+        assert result["cell"]["id"] == cell_id and result["cell"]["run_id"] == "script-run"
+        assert result["environment"]["machine"] == "script test host"
+        assert (run_dir / "logs" / f"{cell_id}.log").is_file()
+    # a second pass skips the cells that have a result
+    again = subprocess.run(["sh", str(script)], cwd=str(ROOT), env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+    assert again.returncode == 0 and "[pytorch-" not in again.stdout
+    # the tables name the version that ran (this venv's torch), not the matrix's 2.15.0
+    out = tmp_path / "reports"
+    report = runner_cli("report", "--results", str(run_dir), "--out", str(out), env=no_engine, timeout=300)
+    assert report.returncode == 0, report.stdout + report.stderr
+    tables = "\n".join(p.read_text() for p in out.glob("*.md"))
+    assert f"PyTorch {torch.__version__}" in tables and "script test host" in tables

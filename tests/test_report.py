@@ -363,3 +363,11 @@ def test_run_report_bad_input_exits_2_without_traceback(tmp_path, capsys, kind):
         assert readme.read_bytes() == before and str(readme) in err and "<!-- results:NAME -->" in err
     if kind == "unknown-baseline":
         assert "20990101-000000-dead" in err and "20261121-090000-b0b0" in err
+
+
+def test_rows_are_labelled_with_the_version_that_ran():
+    from runner.report_frame import ran_version
+    assert ran_version("2.15.0", "2.15.0+cu132") == "2.15.0"      # the same release, a local build label
+    assert ran_version("2.15.0", "2.13.0+cpu") == "2.13.0+cpu"    # --backend local met another version
+    assert ran_version("2.15.0", None) == "2.15.0"                # never started: nothing reported
+    assert ran_version(None, "0.10.2") == "0.10.2"
