@@ -28,7 +28,16 @@ workloads:
     precisions: [fp32, fp16, bf16, amp]
     gpus: [1, 2, 4, 8]
     devices: [gpu, cpu]
-  vgg16-step: {batch_sizes: [8, 16, 32, 64, 128], precisions: [fp32, fp16, bf16, amp], gpus: [1, 2, 4, 8]}
+  vgg16-step:
+    batch_sizes: [8, 16, 32, 64, 128]
+    precisions: [fp32, fp16, bf16, amp]
+    gpus: [1, 2, 4, 8]
+    variants:
+      - {framework: tensorflow, options: {data_format: NHWC, xla: false}}
+      - {framework: tensorflow, options: {data_format: NHWC, xla: true}}
+      - {framework: tensorflow, options: {data_format: NCHW, xla: false}}
+      - {framework: tensorflow, options: {data_format: NCHW, xla: true}}
+      - {framework: pytorch, options: {channels_last: true}}
 exclude:
   - {framework: mxnet, precision: bf16}
 """

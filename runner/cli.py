@@ -149,7 +149,8 @@ def print_plan(plan: Plan, rendered: dict, cached: Optional[set]) -> None:
         else:
             state = "cached" if image.tag in cached else "to build"
         workload = cell.workload + (f" {cell.model}" if cell.model else "") + \
-            (f" {cell.dataset}" if cell.dataset else "") + (" (synthetic)" if cell.synthetic else "")
+            (f" {cell.dataset}" if cell.dataset else "") + (" (synthetic)" if cell.synthetic else "") + \
+            "".join(f" {k}={v}" for k, v in cell.variant)
         table.add_row(cell.framework, cell.version, cell.toolchain, cell.python, workload, str(cell.batch_size),
                       cell.precision, str(cell.gpus), image.tag, state)
     for d in plan.dropped:

@@ -9,6 +9,7 @@ reason, in `Plan.dropped`.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -49,6 +50,13 @@ class FrameworkSpec(_Strict):
         return _unique(v, "versions")
 
 
+class Variant(_Strict):
+    """One more cell per variant, with these options on top of the framework's and workload's
+    (seed 001 compares NHWC/NCHW with and without XLA in one table); `framework` limits it to one."""
+    framework: Optional[str] = None
+    options: dict[str, OptionValue] = Field(min_length=1)
+
+
 class WorkloadSpec(_Strict):
     batch_sizes: Optional[list[PositiveInt]] = Field(default=None, min_length=1)
     precisions: Optional[list[Precision]] = Field(default=None, min_length=1)
@@ -63,6 +71,7 @@ class WorkloadSpec(_Strict):
     synthetic: Optional[bool] = None
     timeout_s: Optional[PositiveInt] = None
     options: dict[str, OptionValue] = {}
+    variants: Optional[list[Variant]] = Field(default=None, min_length=1)
 
     @field_validator("batch_sizes", "precisions", "gpus", "devices", "datasets", "models")
     @classmethod
@@ -133,11 +142,12 @@ class Cell:
     timeout_s: int
     options: tuple[tuple[str, Any], ...]
     image: ImageChoice = field(compare=False, hash=False, repr=False)
+    variant: tuple[tuple[str, Any], ...] = ()   # the variant's own options, part of the id
 
     @property
     def key(self) -> tuple:
         return (self.framework, self.version, self.toolchain, self.python, self.workload, self.model,
-                self.dataset, self.batch_size, self.precision, self.device, self.gpus)
+                self.dataset, self.batch_size, self.precision, self.device, self.gpus, self.variant)
 
     @property
     def id(self) -> str:
@@ -147,6 +157,9 @@ class Cell:
         if self.dataset:
             parts.append(self.dataset)
         parts += [f"b{self.batch_size}", self.precision, f"{self.device}{self.gpus if self.gpus else ''}"]
+        for key, value in self.variant:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            parts += [key, re.sub(r"[^A-Za-z0-9.]+", "_", text)]
         return "-".join(parts)
 
     def field(self, name: str):
@@ -255,16 +268,17 @@ def _check_names(path, lines, matrix: MatrixFile, compat: CompatData):
             raise _fail(path, lines, ("toolchains", i), f"unknown toolchain `{tc}`",
                         f"Known toolchains: {_allowed(compat.toolchains)}.")
     for wl_name, wl in matrix.workloads.items():
-        _check_workload(path, lines, ("workloads", wl_name), wl_name, wl)
+        _check_workload(path, lines, ("workloads", wl_name), wl_name, wl, matrix.frameworks)
     for prof_name, prof in matrix.profiles.items():
         for wl_name, wl in prof.workloads.items():
-            _check_workload(path, lines, ("profiles", prof_name, "workloads", wl_name), wl_name, wl)
+            _check_workload(path, lines, ("profiles", prof_name, "workloads", wl_name), wl_name, wl,
+                            matrix.frameworks)
     for kind in ("include", "exclude"):
         for i, rule in enumerate(getattr(matrix, kind)):
             _check_rule(path, lines, (kind, i), rule, matrix, compat)
 
 
-def _check_workload(path, lines, loc, name, wl: Optional[WorkloadSpec]):
+def _check_workload(path, lines, loc, name, wl: Optional[WorkloadSpec], frameworks: dict):
     if name not in WORKLOADS:
         raise _fail(path, lines, loc, f"unknown workload `{name}`", f"Known workloads: {_allowed(WORKLOADS)}.")
     if wl is None:
@@ -283,6 +297,17 @@ def _check_workload(path, lines, loc, name, wl: Optional[WorkloadSpec]):
             if model not in entry["models"]:
                 raise _fail(path, lines, loc + ("models", i), f"unknown model `{model}`",
                             f"Allowed: {_allowed(entry['models'])}.")
+    seen = set()
+    for i, variant in enumerate(wl.variants or ()):
+        if variant.framework is not None and variant.framework not in frameworks:
+            raise _fail(path, lines, loc + ("variants", i, "framework"),
+                        f"variant for `{variant.framework}`, which is not under `frameworks:`",
+                        f"Use one of: {_allowed(frameworks)}, or drop `framework` to apply it to all.")
+        key = (variant.framework, tuple(sorted(variant.options.items())))
+        if key in seen:
+            raise _fail(path, lines, loc + ("variants", i), "the same variant twice (it would run the same "
+                        "cell twice)", "Remove one of them.")
+        seen.add(key)
 
 
 def _check_rule(path, lines, loc, rule: Rule, matrix: MatrixFile, compat: CompatData):
@@ -431,10 +456,13 @@ def _workload_cells(wl_name: str, wl: WorkloadSpec, images: dict, frameworks: di
         if image.device not in devices:
             continue
         fw_options = dict(frameworks[image.framework].options)
-        options = tuple(sorted({**fw_options, **wl.options}.items()))
+        # no variant for this framework: one cell with the framework's and workload's options
+        variants = [tuple(sorted(v.options.items())) for v in wl.variants or ()
+                    if v.framework in (None, image.framework)] or [()]
         gpu_counts = (wl.gpus or [1]) if image.device == "gpu" else [0]
-        for model, dataset, batch, precision, gpus in itertools.product(
-                models, datasets, batch_sizes, precisions, gpu_counts):
+        for model, dataset, batch, precision, gpus, variant in itertools.product(
+                models, datasets, batch_sizes, precisions, gpu_counts, variants):
+            options = tuple(sorted({**fw_options, **wl.options, **dict(variant)}.items()))
             out.append(Cell(
                 framework=image.framework, version=image.version, toolchain=image.toolchain,
                 python=image.python, workload=wl_name, model=model,
@@ -445,7 +473,7 @@ def _workload_cells(wl_name: str, wl: WorkloadSpec, images: dict, frameworks: di
                 warmup=wl.warmup if wl.warmup is not None else defaults.get("warmup"),
                 eval_batches=wl.eval_batches if wl.eval_batches is not None else defaults.get("eval_batches"),
                 synthetic=bool(wl.synthetic), timeout_s=wl.timeout_s or default_timeout,
-                options=options, image=image))
+                options=options, image=image, variant=variant))
     return out
 
 

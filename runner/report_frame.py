@@ -141,6 +141,26 @@ def ran_version(requested, reported):
     return reported
 
 
+def _typed_value(value):
+    """bench records `--option` values as the strings it was given ("true", "2"); the runner writes
+    a never-started cell's options with their YAML types. One form, so both group and label alike."""
+    if not isinstance(value, str):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _typed_options(options) -> dict:
+    return {k: _typed_value(v) for k, v in (options or {}).items()}
+
+
 def _option_text(key: str, value) -> str:
     if key in ("layout", "data_format"):
         return _LAYOUTS.get(str(value).lower(), str(value).upper())
@@ -200,7 +220,7 @@ def build_frame(results: Sequence[dict]) -> pd.DataFrame:
     flat = pd.json_normalize(list(results), max_level=3)
     flat = flat.reindex(columns=sorted(set(flat.columns) | set(_COLUMNS.values())))
     df = pd.DataFrame({name: flat[src] for name, src in _COLUMNS.items()})
-    df["options"] = pd.Series([r.get("cell", {}).get("options") or {} for r in results], index=df.index)
+    df["options"] = pd.Series([_typed_options(r.get("cell", {}).get("options")) for r in results], index=df.index)
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["synthetic"] = df["synthetic"].map(lambda v: bool(v) if isinstance(v, bool) else False)
@@ -213,7 +233,8 @@ def build_frame(results: Sequence[dict]) -> pd.DataFrame:
     # machine, then the host name.
     run_machine = df.groupby("run_id")["env_machine"].transform(
         lambda s: s.dropna().iloc[0] if s.dropna().nunique() == 1 else None)
-    df["machine"] = (df["env_machine"].fillna(run_machine).fillna(df["hostname"])
+    # object dtype first: a column of only missing values is float, and filling it with text is deprecated
+    df["machine"] = (df["env_machine"].astype(object).fillna(run_machine).fillna(df["hostname"])
                      .fillna("unknown machine").astype(str))
     df["gpu_name"] = df["env_gpus"].map(lambda g: _gpu_field(g, "name"))
     df["gpu_count"] = df["env_gpus"].map(lambda g: len(g) if isinstance(g, list) else 0)

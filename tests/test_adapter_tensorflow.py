@@ -182,6 +182,9 @@ def test_smoke_profile_every_workload_ok(tf_image, tmp_path):
     start = time.monotonic()
     proc, results = smoke_run_all(FRAMEWORK, tmp_path / "results")
     check_smoke(proc, results, FRAMEWORK)
+    # the smoke profile's VGG16 variants: XLA off and on (bench records option values as given)
+    vgg = [r["cell"]["options"] for r in results.values() if r["cell"]["workload"] == "vgg16-step"]
+    assert sorted(str(o.get("xla")).lower() for o in vgg) == ["false", "true"], vgg
     print("tensorflow smoke: %d cells in %.0f s" % (len(results), time.monotonic() - start))
 
 

@@ -115,6 +115,45 @@ def test_python_comes_from_the_base_and_is_checked(tmp_path):
     assert {(c.framework, c.python) for c in plan.cells} == {("pytorch", "3.12"), ("tensorflow", "3.10")}
 
 
+VARIANTS = BASE.replace("  vgg16-step: {batch_sizes: [16, 32], iterations: 100}\n", """\
+  vgg16-step:
+    batch_sizes: [16]
+    options: {log_every: 10}
+    variants:
+      - {framework: tensorflow, options: {data_format: NHWC, xla: false}}
+      - {framework: tensorflow, options: {data_format: NCHW, xla: true}}
+      - {options: {threads: 2}}
+""")
+
+
+def test_variants_add_cells_with_their_options_and_ids(tmp_path):
+    plan = plan_of(tmp_path, VARIANTS, device="cpu", profile="full")
+    vgg = {(c.framework, c.variant): c for c in plan.cells if c.workload == "vgg16-step"}
+    # tensorflow: its two variants + the one for every framework; pytorch: only the latter
+    assert sorted(vgg) == [("pytorch", (("threads", 2),)),
+                           ("tensorflow", (("data_format", "NCHW"), ("xla", True))),
+                           ("tensorflow", (("data_format", "NHWC"), ("xla", False))),
+                           ("tensorflow", (("threads", 2),))]
+    nchw = vgg[("tensorflow", (("data_format", "NCHW"), ("xla", True)))]
+    assert dict(nchw.options) == {"log_every": 10, "data_format": "NCHW", "xla": True}
+    assert nchw.id.endswith("-b16-fp32-cpu-data_format-NCHW-xla-true")
+    assert len({c.id for c in plan.cells}) == len(plan.cells)
+    # a workload without variants keeps one cell per combination, and its id is unchanged
+    assert all(c.variant == () and c.id.endswith("-cpu") for c in plan.cells if c.workload == "cnn-synthetic")
+    # the smoke profile inherits the variants (profiles override only what they name)
+    smoke = plan_of(tmp_path, VARIANTS, device="cpu", profile="smoke")
+    assert len([c for c in smoke.cells if c.workload == "vgg16-step"]) == 4
+
+
+def test_profile_can_replace_the_variants(tmp_path):
+    text = VARIANTS.replace("      vgg16-step: {batch_sizes: [2], iterations: 2}",
+                            "      vgg16-step: {batch_sizes: [2], iterations: 2, variants: "
+                            "[{framework: tensorflow, options: {xla: true}}]}")
+    plan = plan_of(tmp_path, text, device="cpu", profile="smoke")
+    assert sorted((c.framework, c.variant) for c in plan.cells if c.workload == "vgg16-step") == \
+        [("pytorch", ()), ("tensorflow", (("xla", True),))]
+
+
 def test_default_matrix_plans_on_cpu_and_gpu():
     matrix, lines = load_matrix(DEFAULT_MATRIX)
     for device in ("cpu", "gpu"):
@@ -122,6 +161,9 @@ def test_default_matrix_plans_on_cpu_and_gpu():
         plan = expand(matrix, path=DEFAULT_MATRIX, lines=lines, profile=prof, device=device)
         assert plan.cells
         assert {c.framework for c in plan.cells} == {"pytorch", "tensorflow", "keras", "mxnet", "cntk", "jax"}
+        # seed 001's table: TensorFlow's VGG16 step in NHWC/NCHW, with and without XLA
+        tf_vgg = {c.variant for c in plan.cells if c.framework == "tensorflow" and c.workload == "vgg16-step"}
+        assert (("data_format", "NHWC"), ("xla", True)) in tf_vgg and len(tf_vgg) >= 2
     # CNTK's only GPU build is CUDA 10.0 on Ubuntu 18.04 with Python 3.6.
     cntk = {(c.toolchain, c.python) for c in plan.cells if c.framework == "cntk" and c.device == "gpu"}
     assert cntk == {("cuda10.0-cudnn7", "3.6")}
@@ -160,6 +202,14 @@ BAD = [
     ("empty-rule", BASE + "exclude: [{}]\n", ["key `exclude[0]`", "an empty rule matches every cell"]),
     ("duplicate-cell", BASE + "include: [{framework: pytorch, workload: vgg16-step, batch_size: 16}]\n",
      ["key `include[0]`", "duplicate cell pytorch-2.15.0-cpu-py3.11-vgg16-step-b16"]),
+    ("variant-unknown-framework", VARIANTS.replace("{framework: tensorflow, options: {data_format: NHWC",
+                                                   "{framework: theano, options: {data_format: NHWC"),
+     ["key `workloads.vgg16-step.variants[0].framework`", "variant for `theano`", "Use one of: pytorch"]),
+    ("variant-twice", VARIANTS.replace("      - {options: {threads: 2}}\n",
+                                       "      - {options: {threads: 2}}\n      - {options: {threads: 2}}\n"),
+     ["key `workloads.vgg16-step.variants[3]`", "the same variant twice"]),
+    ("variant-no-options", VARIANTS.replace("      - {options: {threads: 2}}\n", "      - {options: {}}\n"),
+     ["key `workloads.vgg16-step.variants[2].options`"]),
     ("impossible-include", BASE + "include: [{framework: pytorch, toolchain: cuda12.5-cudnn9.3, "
                                   "workload: vgg16-step}]\n",
      ["key `include[0]`", "cannot run", "PyTorch 2.15.0 has no build for cuda12.5-cudnn9.3"]),

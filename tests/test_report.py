@@ -371,3 +371,16 @@ def test_rows_are_labelled_with_the_version_that_ran():
     assert ran_version("2.15.0", "2.13.0+cpu") == "2.13.0+cpu"    # --backend local met another version
     assert ran_version("2.15.0", None) == "2.15.0"                # never started: nothing reported
     assert ran_version(None, "0.10.2") == "0.10.2"
+
+
+def test_option_values_group_and_label_alike_from_bench_and_runner():
+    from runner.report_frame import build_frame
+    base = {"schema_version": 1, "status": "ok", "metrics": {}, "environment": {}}
+    from_bench = dict(base, cell={"framework": "tensorflow", "workload": "vgg16-step", "batch_size": 16,
+                                  "precision": "fp32", "device": "cpu", "gpus": 0,
+                                  "options": {"data_format": "NHWC", "xla": "true", "threads": "2"}})
+    from_runner = dict(base, status="error",
+                       cell=dict(from_bench["cell"], options={"data_format": "NHWC", "xla": True, "threads": 2}))
+    df = build_frame([from_bench, from_runner])
+    assert df["options_key"].nunique() == 1
+    assert options_label(df["options"].iloc[0]) == "NHWC threads=2 with XLA"
