@@ -17,7 +17,7 @@ from typing import Optional
 from runner import ROOT
 from runner.matrix import Cell
 from runner.render import RenderedImage
-from runner.run import Execution, RunContext, bench_args, cell_env
+from runner.run import Execution, RunContext, bench_args, cell_env, cell_identity_env
 
 KILL_GRACE_S = 5
 
@@ -138,8 +138,7 @@ def shell_script(plan, run_id: str) -> str:
         "failed=0",
     ]
     for cell in plan.cells:
-        env = cell_env(_ScriptContext(run_id, plan), cell, None, None)
-        env.pop("DLBENCH_RUN_ID"), env.pop("DLBENCH_PROFILE"), env.pop("DLBENCH_MACHINE")
+        env = cell_identity_env(cell)   # the run-wide variables are exported once, above
         out = f'"$RUN_DIR"/{q(cell.id + ".json")}'
         args = " ".join(q(a) for a in bench_args(cell, "@DATA@", "@OUT@"))
         args = args.replace("@DATA@", '"$DATA_DIR"').replace("@OUT@", out)
@@ -157,10 +156,3 @@ def shell_script(plan, run_id: str) -> str:
         '[ "$failed" -eq 0 ]',
     ]
     return "\n".join(lines) + "\n"
-
-
-class _ScriptContext:
-    """The part of RunContext that cell_env reads."""
-
-    def __init__(self, run_id, plan):
-        self.run_id, self.plan, self.machine = run_id, plan, ""

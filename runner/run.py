@@ -101,15 +101,15 @@ def bench_args(cell: Cell, data_dir: str, out: str) -> list[str]:
     return args
 
 
+def cell_identity_env(cell: Cell) -> dict[str, str]:
+    """What bench records about the cell itself (the run-wide variables come from cell_env)."""
+    return {"DLBENCH_CELL_ID": cell.id, "DLBENCH_TOOLCHAIN": cell.toolchain,
+            "DLBENCH_FRAMEWORK_VERSION": cell.version}
+
+
 def cell_env(ctx: RunContext, cell: Cell, image_tag: Optional[str], image_id: Optional[str]) -> dict[str, str]:
-    env = {
-        "DLBENCH_RUN_ID": ctx.run_id,
-        "DLBENCH_CELL_ID": cell.id,
-        "DLBENCH_MACHINE": ctx.machine,
-        "DLBENCH_PROFILE": ctx.plan.profile,
-        "DLBENCH_TOOLCHAIN": cell.toolchain,
-        "DLBENCH_FRAMEWORK_VERSION": cell.version,
-    }
+    env = {"DLBENCH_RUN_ID": ctx.run_id, "DLBENCH_MACHINE": ctx.machine, "DLBENCH_PROFILE": ctx.plan.profile,
+           **cell_identity_env(cell)}
     if image_tag:
         env["DLBENCH_IMAGE"] = image_tag
     if image_id:
