@@ -1,7 +1,8 @@
 """Shared fixtures. Generic on purpose: any test file may use them.
 
 Docker fixtures talk to the real engine (no mocked client). Tests that need one are marked
-`docker`; they skip, with the reason, only when no engine answers (`make test` starts one first).
+`docker`; they skip, with the reason, only when no engine answers outside `make test` (which starts one first and
+makes a missing engine a failure: see tests/support.py).
 Images and the base are session-scoped and reused: an existing tag is never rebuilt.
 """
 
@@ -17,6 +18,7 @@ import pytest
 from rich.console import Console
 
 from runner import DEFAULT_MATRIX, ROOT
+from support import require
 
 PYTHON = sys.executable
 BASE = "debian-bookworm"
@@ -83,9 +85,8 @@ def docker_client():
     """The engine's client; skips the test when none answers."""
     from runner.engine import try_connect
     client = try_connect(timeout=600)
-    if client is None:
-        pytest.skip("no Docker engine answers (DOCKER_HOST or /var/run/docker.sock); `make test` starts one "
-                    "with scripts/engine.sh")
+    require(client is not None, "no Docker engine answers (DOCKER_HOST or /var/run/docker.sock); `make test` "
+                                "starts one with scripts/engine.sh")
     return client
 
 

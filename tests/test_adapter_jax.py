@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from support import require
 from test_adapter_mxnet import accuracy_in_container, describe_in_container, smoke_in_containers
 
 FRAMEWORK = "jax"
@@ -56,9 +57,8 @@ def test_param_counts_equal_the_spec_in_the_container(docker_client, quiet_conso
 @pytest.mark.docker
 @pytest.mark.slow
 def test_lenet_fashion_mnist_accuracy_in_a_container(docker_client, run_cli, tmp_path):
-    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
-        pytest.skip("Fashion-MNIST is not at /usr/share/datasets/fashion-mnist "
-                    "(`make datasets` installs it)")
+    require(os.path.isdir("/usr/share/datasets/fashion-mnist"),
+            "Fashion-MNIST is not at /usr/share/datasets/fashion-mnist (`make datasets` installs it)")
     result = accuracy_in_container(run_cli, tmp_path, FRAMEWORK, VERSION, ACCURACY_ITERATIONS,
                                    ACCURACY_OPTIONS)
     assert result["metrics"]["test_accuracy"] >= 0.85, result["metrics"]["test_accuracy"]

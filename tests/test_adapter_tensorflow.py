@@ -1,7 +1,6 @@
 """The TensorFlow adapter (bench/adapters/tensorflow.py).
 
-Host checks need no TensorFlow: the module imports without it, keeps to
-Python 3.6 syntax, and its 'SAME'-equivalence rule agrees with brute force.
+Host checks need no TensorFlow: the module imports without it and its 'SAME'-equivalence rule agrees with brute force.
 
 The rest runs inside a real TensorFlow container (CPU) built by the runner
 (marked `docker`; skipped with the reason when no engine answers):
@@ -16,10 +15,8 @@ The helpers here are shared with tests/test_adapter_keras.py.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +26,7 @@ import pytest
 
 from conftest import plan_and_images, runner_cli
 from runner import ROOT
+from support import require
 
 FRAMEWORK = "tensorflow"
 LENET_ARGS = ["--workload", "lenet-mnist", "--dataset", "fashion-mnist", "--batch-size", "100",
@@ -54,16 +52,6 @@ def test_static_metadata():
     assert Adapter.display == "TensorFlow" and Adapter.framework_module == "tensorflow"
     assert set(Adapter.precisions) == {"fp32", "fp16", "bf16", "amp"}
     assert Adapter.max_gpus == 8
-
-
-def test_python36_syntax():
-    if shutil.which("vermin") is None and importlib.util.find_spec("vermin") is None:
-        pytest.skip("vermin is not installed")
-    files = ["bench/adapters/tensorflow.py", "bench/adapters/keras.py"]
-    cmd = ([shutil.which("vermin")] if shutil.which("vermin") else [sys.executable, "-m", "vermin"])
-    proc = subprocess.run(cmd + ["-t=3.6-", "--no-tips", "--violations"] + files, cwd=str(ROOT),
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _brute_same(size, kernel, stride, pad):
@@ -196,9 +184,8 @@ def test_describe_param_counts_equal_the_spec(tf_image, docker_client):
 @pytest.mark.docker
 def test_lenet_fashion_mnist_accuracy(tf_image, docker_client, tmp_path):
     from runner.results import load_result
-    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
-        pytest.skip("Fashion-MNIST is not at /usr/share/datasets/fashion-mnist "
-                    "(Debian package dataset-fashion-mnist)")
+    require(Path("/usr/share/datasets/fashion-mnist").is_dir(),
+            "Fashion-MNIST is not at /usr/share/datasets/fashion-mnist (`make datasets` installs it)")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     code, out, err = run_bench(docker_client, tf_image.tag,

@@ -8,9 +8,10 @@ import resource
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 
-jsonschema = pytest.importorskip("jsonschema")
+from support import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_PATH = os.path.join(ROOT, "bench", "schema", "result-v1.json")
@@ -81,8 +82,8 @@ def workload_of(case):
 
 @pytest.mark.parametrize("case,args", SMOKE, ids=[c for c, _ in SMOKE])
 def test_smoke_every_workload(tmp_path, case, args):
-    if case == "lenet-mnist" and not os.path.isdir(FASHION):
-        pytest.skip("dataset-fashion-mnist not installed")
+    if case == "lenet-mnist":
+        require(os.path.isdir(FASHION), "dataset-fashion-mnist not installed (`make datasets` installs it)")
     workload = workload_of(case)
     proc, result = run_bench(tmp_path, ["--framework", "pytorch", "--workload", workload] + args)
     assert result["status"] == "ok", (result["message"], proc.stderr[-3000:])
@@ -214,8 +215,8 @@ def test_selftest():
 
 @pytest.mark.slow
 def test_lenet_reaches_85_percent_on_real_fashion_mnist(tmp_path):
-    if not os.path.isdir(FASHION):
-        pytest.skip("dataset-fashion-mnist not installed")
+    require(os.path.isdir(FASHION),
+            "dataset-fashion-mnist not installed")
     proc, result = run_bench(tmp_path, [
         "--framework", "pytorch", "--workload", "lenet-mnist", "--dataset", "fashion-mnist",
         "--iterations", "1200", "--batch-size", "50", "--option", "lr=0.02",

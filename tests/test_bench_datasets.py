@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bench import datasets
+from support import require
 
 RNG = np.random.RandomState(0)
 
@@ -168,8 +169,8 @@ def test_missing_dataset_message(tmp_path):
 
 
 def test_real_fashion_mnist_if_installed():
-    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
-        pytest.skip("dataset-fashion-mnist not installed")
+    require(os.path.isdir("/usr/share/datasets/fashion-mnist"),
+            "dataset-fashion-mnist not installed")
     data = datasets.load("fashion-mnist")
     assert data["x_train"].shape == (60000, 1, 28, 28)
     assert data["x_test"].shape == (10000, 1, 28, 28)

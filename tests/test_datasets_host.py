@@ -10,6 +10,7 @@ import pytest
 
 from runner import datasets
 from runner.datasets import ensure_datasets
+from support import require
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -36,8 +37,8 @@ def test_user_data_dir_wins(tmp_path):
     assert found["cifar10"].path == user / "cifar10" and found["cifar10"].origin == "--data-dir"
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="dataset-fashion-mnist not installed (make datasets does it)")
 def test_system_fashion_mnist_is_used(tmp_path):
+    require(FASHION.is_dir(), "dataset-fashion-mnist not installed (`make datasets` installs it)")
     found = ensure_datasets(["fashion-mnist"], cache=tmp_path / "cache", urls={})
     assert found["fashion-mnist"].path == FASHION and found["fashion-mnist"].origin == "system"
 

@@ -28,7 +28,6 @@ def no_engine(tmp_path):
 
 
 def test_local_pytorch_smoke_cell(tmp_path, no_engine):
-    pytest.importorskip("torch")
     root = tmp_path / "results"
     proc = runner_cli("run", *SMOKE, "--results-dir", root, env=no_engine, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -87,7 +86,7 @@ def test_local_invalid_result_is_kept_and_reported(tmp_path, no_engine):
 def test_plan_commands_script_runs_without_the_runner_and_reports(tmp_path, no_engine):
     """`plan --commands`: a shell script of bench commands for a host without Docker or the runner's
     dependencies; its results are a run directory the report stage reads."""
-    torch = pytest.importorskip("torch")
+    import torch
     import subprocess
     import sys
     from runner import ROOT
