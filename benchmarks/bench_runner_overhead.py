@@ -58,9 +58,13 @@ def warm_rerun(results_dir: Path, run_id: str | None, repeats: int = 3) -> dict:
 
 
 def per_cell_overhead(cells: int) -> dict:
-    import runner.run as run_mod
+    import runner.backends.docker as docker_backend
     from runner.cli import make_plan, render_plan
-    from runner.engine import connect, image_exists, machine_description
+    from runner.contract import cell_record
+    from runner.options import RunOptions
+    from runner.scheduler import RunContext, Scheduler
+    from runner.engine import connect, image_exists
+    from runner.gpus import machine_description
     from runner.results import error_result
 
     args = argparse.Namespace(matrix=ROOT / "matrix.yaml", only=["mxnet"], workload=["lenet-mnist"],
@@ -73,28 +77,28 @@ def per_cell_overhead(cells: int) -> dict:
         raise SystemExit(f"{image.tag} is missing: run the smoke matrix (or `python -m runner build`) first")
     (cell,) = plan.cells
 
-    original = run_mod.container_spec
+    original = docker_backend.container_spec
 
-    def trivial_spec(ctx, cell, image_tag, image_id, staging, gpu_ids):
-        spec = original(ctx, cell, image_tag, image_id, staging, gpu_ids)
-        result = error_result(run_mod.cell_record(cell, ctx.run_id, ctx.plan.profile, image_tag, image_id),
+    def trivial_spec(ctx, cell, image_tag, image_id, staging, gpu_ids, **kwargs):
+        spec = original(ctx, cell, image_tag, image_id, staging, gpu_ids, **kwargs)
+        result = error_result(cell_record(cell, ctx.run_id, ctx.plan.profile, image_tag, image_id),
                               "error", "")
         result["status"] = "ok"
         spec["entrypoint"] = ["python", "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"]
         spec["command"] = [f"/results/{cell.id}.json", json.dumps(result)]
         return spec
 
-    run_mod.container_spec = trivial_spec
+    docker_backend.container_spec = trivial_spec
+    backend = docker_backend.DockerBackend(RunOptions(), console=None)
     per_cell = []
     with tempfile.TemporaryDirectory() as tmp:
         console = Console(file=open("/dev/null", "w"))
         for i in range(cells):
             run_dir = Path(tmp) / f"run-{i}"
             (run_dir / "logs").mkdir(parents=True)
-            ctx = run_mod.RunContext(plan=plan, run_id=f"bench-overhead-{i}", run_dir=run_dir, console=console,
+            ctx = RunContext(plan=plan, run_id=f"bench-overhead-{i}", run_dir=run_dir, console=console,
                                      data_dir=Path(tmp), machine=machine_description())
-            executor = run_mod.DockerExecutor(client, ctx)
-            runner = run_mod.Runner(ctx, executor, rendered, 1, [])
+            runner = Scheduler(ctx, backend, lambda c: image, 1, [])
             runner.total = 1
             started = time.monotonic()
             runner.run_cell(cell, [])
@@ -102,7 +106,7 @@ def per_cell_overhead(cells: int) -> dict:
             status = json.loads((run_dir / f"{cell.id}.json").read_text())["status"]
             if status != "ok":
                 raise SystemExit(f"overhead cell ended {status}: {(run_dir / f'{cell.id}.json').read_text()}")
-    run_mod.container_spec = original
+    docker_backend.container_spec = original
 
     # Where the time goes: the same steps straight through the SDK.
     steps = {"create": [], "start": [], "wait": [], "logs": [], "remove": []}

@@ -52,9 +52,12 @@ def _selection_options(p: argparse.ArgumentParser) -> None:
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["docker", "local"], default="docker",
+    from runner import backends
+    p.add_argument("--backend", choices=backends.names(), default="docker",
                    help="docker: one container per cell (default); local: `python -m bench` in a subprocess "
-                        "of this interpreter, for hosts without Docker")
+                        "of this interpreter, for hosts without Docker; script: each cell through its lines of "
+                        "the `plan --commands` script; slurm: each cell a Slurm job running its container on a "
+                        "node (see the README's \"Running on a cluster\")")
     p.add_argument("--rebuild", action="store_true", help="build images even when their tag exists")
     p.add_argument("--resume", metavar="RUN_ID", help="continue a run: skip cells that have a valid result")
     p.add_argument("--parallel", default="auto", metavar="N|auto",
@@ -65,6 +68,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=int, metavar="SECONDS",
                    help="per-cell time limit for every cell (default: the profile's timeout_s)")
     p.add_argument("--run-id", metavar="RUN_ID", help="name a new run (default: UTC time + random suffix)")
+    p.add_argument("--registry", metavar="HOST:PORT/PREFIX",
+                   help="slurm: push the built images there and have jobs pull them by digest (default: the "
+                        "matrix's `registry`)")
+    p.add_argument("--shared-dir", type=Path, metavar="DIR",
+                   help="slurm: a directory every node sees (default: --results-dir, which must then be shared)")
+    p.add_argument("--slurm-partition", metavar="NAME", help="slurm: the partition to submit to")
+    p.add_argument("--slurm-account", metavar="NAME", help="slurm: the account to charge")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("clean", help="remove containers left behind by crashed runs; with --images also the "
                                      "framework images the matrix no longer renders to")
+    from runner import backends
+    p.add_argument("--backend", choices=backends.names(), default="docker",
+                   help="whose leftovers to remove (default: docker's containers)")
     p.add_argument("--images", action="store_true",
                    help="also remove dlbench/<framework> image tags that no device or profile of the matrix "
                         "renders to (old bench/ or template versions); base images are kept")
@@ -168,9 +181,9 @@ def _cached_tags(rendered: dict) -> Optional[set]:
 def cmd_plan(args) -> int:
     plan = make_plan(args)
     if args.commands:
-        from runner.local import shell_script
+        from runner.backends import script_for
         from runner.results import new_run_id
-        sys.stdout.write(shell_script(plan, args.run_id or new_run_id()))
+        sys.stdout.write(script_for(plan, args.run_id or new_run_id()))
         return EXIT_OK
     rendered = render_plan(plan)
     print_plan(plan, rendered, _cached_tags(rendered))
@@ -203,10 +216,11 @@ def cmd_build(args) -> int:
 
 
 def cmd_run(args, with_report: bool = False) -> int:
+    from runner.options import RunOptions
     from runner.run import run_plan
     plan = make_plan(args)
     rendered = render_plan(plan)
-    run_dir, code = run_plan(plan, rendered, args, console=console)
+    run_dir, code = run_plan(plan, rendered, RunOptions.from_args(args, registry=plan.registry), console=console)
     if with_report and run_dir is not None and code != 130:
         from runner.report import run_report
         report_args = argparse.Namespace(results=[run_dir], readme=args.readme, out=ROOT / "reports",
@@ -233,8 +247,8 @@ def current_tags(args) -> tuple[set[str], set[str]]:
 
 
 def cmd_clean(args) -> int:
-    from runner.run import clean
-    code = clean(console=console)
+    from runner import backends
+    code = backends.get(args.backend).clean(console=console)
     if args.images:
         from runner.build import prune_images
         keep, frameworks = current_tags(args)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import socket
-from functools import lru_cache
 from typing import Optional
 
 import docker
@@ -112,27 +109,3 @@ def probe_gpu_support(client: docker.DockerClient, image: str, count: int = 1) -
                 pass
 
 
-@lru_cache(maxsize=1)
-def machine_description() -> str:
-    """A short description of the host for results (DLBENCH_MACHINE): hostname, CPU model, cores, GPUs."""
-    if os.environ.get("DLBENCH_MACHINE"):
-        return os.environ["DLBENCH_MACHINE"]
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    parts = [cpu, f"{os.cpu_count()} cores"]
-    try:
-        from runner.gpus import host_gpus
-        gpus = host_gpus()
-        if gpus:
-            names = sorted({g.name for g in gpus})
-            parts.append(f"{len(gpus)}x {'/'.join(names)}")
-    except Exception:  # GPU discovery is best effort here
-        pass
-    return f"{socket.gethostname()} ({', '.join(parts)})"

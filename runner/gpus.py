@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,3 +62,28 @@ def _from_nvidia_smi() -> tuple[HostGPU, ...]:
         idx, name, uuid, mem, cc = [p.strip() for p in line.split(",")]
         gpus.append(HostGPU(int(idx), name, uuid, int(float(mem)) * 1024 * 1024, cc or None))
     return tuple(gpus)
+
+
+@lru_cache(maxsize=1)
+def machine_description() -> str:
+    """A short description of the host for results (DLBENCH_MACHINE): hostname, CPU model, cores, GPUs."""
+    if os.environ.get("DLBENCH_MACHINE"):
+        return os.environ["DLBENCH_MACHINE"]
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    parts = [cpu, f"{os.cpu_count()} cores"]
+    try:
+        gpus = host_gpus()
+        if gpus:
+            names = sorted({g.name for g in gpus})
+            parts.append(f"{len(gpus)}x {'/'.join(names)}")
+    except Exception:  # GPU discovery is best effort here
+        pass
+    return f"{socket.gethostname()} ({', '.join(parts)})"

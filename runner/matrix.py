@@ -98,6 +98,9 @@ class Profile(_Strict):
     workloads: dict[str, WorkloadSpec] = {}
 
 
+REGISTRY_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
+
+
 class MatrixFile(_Strict):
     base: Literal["plain", "registry"] = "plain"
     profile: str = "auto"
@@ -108,6 +111,8 @@ class MatrixFile(_Strict):
     include: list[Rule] = []
     exclude: list[Rule] = []
     profiles: dict[str, Profile] = {}
+    # host[:port][/prefix] of an image registry the Slurm backend pushes to and its jobs pull from by digest
+    registry: Optional[str] = Field(default=None, pattern=REGISTRY_PATTERN)
 
     @field_validator("toolchains")
     @classmethod
@@ -175,6 +180,7 @@ class Plan:
     dropped: list[Dropped]
     images: list[ImageChoice]
     skipped_note: Optional[str] = None
+    registry: Optional[str] = None
 
 
 # ---------------------------------------------------------------- loading
@@ -435,7 +441,7 @@ def expand(matrix: MatrixFile, *, path: Path, lines: dict, profile: str, device:
                         f"Check `frameworks:`, `toolchains:` and `exclude:`, or run with --device gpu/cpu "
                         f"to match the toolchains listed.")
     return Plan(matrix_path=path, profile=profile, device=device, cells=cells, dropped=dropped,
-                images=list(images.values()), skipped_note=skipped_note)
+                images=list(images.values()), skipped_note=skipped_note, registry=matrix.registry)
 
 
 def _rule_values(c: Cell) -> dict:

@@ -64,19 +64,28 @@ def load_result(path) -> dict:
     """Read and validate one result file; ResultError (one line) when it is missing, unparseable or invalid."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ResultError(f"{path}: result file is missing") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise ResultError(f"{path}: cannot read result file ({e})") from None
+    return parse_result(data, path)
+
+
+def parse_result(data: bytes, name) -> dict:
+    """Parse and validate a result's bytes (`name` says where they came from in messages)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ResultError(f"{name}: cannot read result file ({e})") from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ResultError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        raise ResultError(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     errors = validate_result(obj)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ResultError(f"{path}: does not match {SCHEMA_PATH.name}: {errors[0]}{more}")
+        raise ResultError(f"{name}: does not match {SCHEMA_PATH.name}: {errors[0]}{more}")
     return obj
 
 

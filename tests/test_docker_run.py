@@ -99,7 +99,8 @@ def _gpu_variant(cell, gpus):
 
 def test_device_requests_reach_the_engine(torch_image, docker_client, tmp_path):
     """What the runner sends for a 1-GPU and a 2-GPU cell, as the engine records it (created, not started)."""
-    from runner.run import RunContext, container_spec
+    from runner.backends.docker import container_spec
+    from runner.scheduler import RunContext
     plan, rendered = plan_and_images(only=["pytorch"], workload=["lenet-mnist"])
     (cell,) = plan.cells
     ctx = RunContext(plan=plan, run_id="20990101-000000-gpus", run_dir=tmp_path, console=None,
@@ -119,6 +120,7 @@ def test_device_requests_reach_the_engine(torch_image, docker_client, tmp_path):
 
 def test_engine_without_gpu_support_gives_the_toolkit_message(torch_image, docker_client, tmp_path, quiet_console):
     from runner.engine import engine_has_nvidia_runtime, probe_gpu_support
+    from runner.options import RunOptions
     from runner.run import run_plan
     if engine_has_nvidia_runtime(docker_client):
         pytest.skip("this engine has the NVIDIA runtime; it would hand out GPUs")
@@ -130,7 +132,7 @@ def test_engine_without_gpu_support_gives_the_toolkit_message(torch_image, docke
     plan, rendered = plan_and_images(only=["pytorch"], workload=["lenet-mnist"])
     gpu_plan = dataclasses.replace(plan, cells=[_gpu_variant(plan.cells[0], 1), _gpu_variant(plan.cells[0], 2)])
     args = make_args(results_dir=tmp_path / "results")
-    run_dir, code = run_plan(gpu_plan, rendered, args, console=quiet_console)
+    run_dir, code = run_plan(gpu_plan, rendered, RunOptions.from_args(args), console=quiet_console)
     assert code == 1
     results = [load_result(p) for p in run_dir.glob("*.json")]
     assert len(results) == 2
@@ -247,18 +249,20 @@ def test_engine_script_is_a_no_op_when_an_engine_answers(docker_client):
 
 def test_oom_killed_container_is_status_oom(smoke_images, docker_client, tmp_path, quiet_console, monkeypatch):
     """State.OOMKilled -> status oom (the cell's memory is capped and it allocates past the cap)."""
+    import runner.backends.docker as docker_backend
     import runner.run as run_mod
-    original = run_mod.container_spec
+    from runner.options import RunOptions
+    original = docker_backend.container_spec
 
-    def hungry(ctx, cell, image_tag, image_id, staging, gpu_ids):
-        spec = original(ctx, cell, image_tag, image_id, staging, gpu_ids)
+    def hungry(ctx, cell, image_tag, image_id, staging, gpu_ids, **kwargs):
+        spec = original(ctx, cell, image_tag, image_id, staging, gpu_ids, **kwargs)
         spec.update(mem_limit="64m", memswap_limit="64m",
                     entrypoint=["python", "-c", "x = [bytearray(16 << 20) for _ in range(64)]"], command=[])
         return spec
 
-    monkeypatch.setattr(run_mod, "container_spec", hungry)
+    monkeypatch.setattr(docker_backend, "container_spec", hungry)
     plan, rendered = plan_and_images(only=["mxnet"], workload=["lenet-mnist"])
-    run_dir, code = run_mod.run_plan(plan, rendered, make_args(results_dir=tmp_path / "results"),
+    run_dir, code = run_mod.run_plan(plan, rendered, RunOptions(results_dir=tmp_path / "results"),
                                      console=quiet_console)
     assert code == 1
     result = _only_result(run_dir)

@@ -16,7 +16,9 @@ import pytest
 from runner.build import build_args, build_context
 from runner.engine import ENGINE_HELP, gpu_refusal
 from runner.errors import UserError
-from runner.run import GpuSlots, RunContext, bench_args, container_spec, device_requests
+from runner.backends.docker import container_spec, device_requests
+from runner.contract import bench_args
+from runner.scheduler import GpuSlots, RunContext
 from conftest import plan_and_images, runner_cli
 
 SELECT = ["--profile", "smoke", "--device", "cpu", "--only", "pytorch", "--workload", "lenet-mnist"]

@@ -1,0 +1,307 @@
+"""The run's state machine, apart from how a cell is executed: a queue of cells worked off by `parallel`
+threads, GPUs handed out from a slot pool, every outcome turned into exactly one result file.
+
+Per cell: staging dir -> backend.execute -> the result bytes it hands back are parsed and validated on
+the host -> stored as <run>/<cell>.json (never overwritten). A cell that left no valid result gets an
+error/timeout/oom/interrupted result with the last log lines, so no cell is ever lost."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from rich.console import Console
+from rich.markup import escape
+
+from runner.contract import Execution, cell_record, read_tail
+from runner.errors import UserError
+from runner.matrix import Cell, Plan
+from runner.render import RenderedImage
+
+STAGING = ".cells"
+LOCK_NAME = ".runner.lock"
+
+
+@dataclass
+class RunContext:
+    plan: Plan
+    run_id: str
+    run_dir: Path
+    console: Console
+    data_dir: Path            # holds <name> -> dataset links (the datasets a backend gives its cells)
+    machine: str
+    timeout_override: Optional[int] = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def timeout_of(self, cell: Cell) -> int:
+        return int(self.timeout_override or cell.timeout_s)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.run_dir / LOCK_NAME
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- the run lock
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_lock(lock: Path) -> Optional[dict]:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def lock_is_live(lock: Path) -> bool:
+    info = read_lock(lock)
+    if not info:
+        return False
+    if info.get("host") != socket.gethostname():
+        return True  # another machine's runner: we cannot tell, so assume it lives
+    try:
+        return _pid_alive(int(info.get("pid", 0)))
+    except (TypeError, ValueError):
+        return False
+
+
+def take_lock(run_dir: Path) -> Path:
+    """One runner per run directory: a live runner's lock refuses the second; a dead one's is taken over.
+    O_EXCL makes two runners starting at once unable to both win."""
+    lock = run_dir / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if lock_is_live(lock):
+                info = read_lock(lock) or {}
+                raise UserError(f"run {run_dir.name} is in progress (runner pid {info.get('pid')} on "
+                                f"{info.get('host')}); wait for it or stop it first.") from None
+            lock.unlink(missing_ok=True)  # its runner died: take over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        return lock
+    raise UserError(f"run {run_dir.name}: could not take its lock {lock}; another runner is starting on it.")
+
+
+# ---------------------------------------------------------------- the GPU slot pool
+
+class GpuSlots:
+    """Hands out host GPU indices: a cell needing n GPUs waits until n are free."""
+
+    def __init__(self, gpu_ids: list[int]):
+        self.known = bool(gpu_ids)
+        self.free = list(gpu_ids)
+        self.total = len(gpu_ids)
+        self.cond = threading.Condition()
+
+    def acquire(self, n: int, stop: threading.Event) -> Optional[list[int]]:
+        if n <= 0:
+            return []
+        if not self.known:
+            return []  # GPUs unknown here: the backend (engine, scheduler) picks `n` devices
+        with self.cond:
+            while len(self.free) < n:
+                if stop.is_set():
+                    return None
+                self.cond.wait(0.5)
+            taken, self.free = self.free[:n], self.free[n:]
+            return taken
+
+    def release(self, ids: list[int]) -> None:
+        if not ids or not self.known:
+            return
+        with self.cond:
+            self.free = sorted(self.free + list(ids))
+            self.cond.notify_all()
+
+
+# ---------------------------------------------------------------- the scheduler
+
+class Scheduler:
+    def __init__(self, ctx: RunContext, backend, image_of: Callable[[Cell], RenderedImage], parallel: int,
+                 gpu_ids: list[int]):
+        self.ctx = ctx
+        self.backend = backend
+        self.image_of = image_of
+        self.parallel = max(1, parallel)
+        self.slots = GpuSlots(gpu_ids)
+        self.lock = threading.Lock()
+        self.done: dict[str, str] = {}       # cell id -> status (this invocation)
+        self.counter = 0
+        self.total = 0
+
+    # results ----------------------------------------------------------------
+
+    def record(self, cell: Cell, obj: dict, seconds: Optional[float] = None) -> None:
+        from runner.results import ResultError, write_result
+        path = self.ctx.run_dir / f"{cell.id}.json"
+        try:
+            write_result(path, obj)
+        except ResultError as exc:
+            self.ctx.console.print(f"[red]{escape(str(exc))}[/]")
+        with self.lock:
+            self.done[cell.id] = obj["status"]
+            self.counter += 1
+            n = self.counter
+        status = obj["status"]
+        style = {"ok": "green", "unsupported": "yellow"}.get(status, "red")
+        took = f" in {seconds:.1f}s" if seconds is not None else ""
+        message = f": {obj['message']}" if obj.get("message") and status != "ok" else ""
+        self.ctx.console.print(f"[{n}/{self.total}] {escape(cell.id)}: [{style}]{status}[/]{took}"
+                               f"{escape(message)}")
+
+    def fail(self, cell: Cell, status: str, message: str, log_tail=(), image: Optional[str] = None,
+             image_id: Optional[str] = None, started_at: Optional[str] = None, seconds=None) -> None:
+        from runner.results import error_result
+        real = status
+        if status in ("oom",):
+            status = "error"
+        obj = error_result(cell_record(cell, self.ctx.run_id, self.ctx.plan.profile, image, image_id), status,
+                           message, log_tail, started_at=started_at)
+        if real == "oom":
+            obj["status"] = "oom"
+            obj["metrics"] = {"oom_batch_size": cell.batch_size}
+        self.record(cell, obj, seconds)
+
+    def fail_before_start(self, cell: Cell, message: str, image: Optional[str] = None) -> None:
+        """For backend.prepare(): a cell that cannot run at all (status error)."""
+        self.fail(cell, "error", message, image=image)
+
+    # one cell ---------------------------------------------------------------
+
+    def run_cell(self, cell: Cell, gpu_ids: list[int]) -> None:
+        ctx = self.ctx
+        image = self.image_of(cell)
+        staging = ctx.run_dir / STAGING / cell.id
+        log_path = ctx.run_dir / "logs" / f"{cell.id}.log"
+        started_at = now_iso()
+        if staging.exists() or staging.is_symlink():
+            shutil.rmtree(staging) if not staging.is_symlink() else staging.unlink()
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"=== dlbench run {ctx.run_id} cell {cell.id}: backend {self.backend.name}"
+                      f"{', image ' + image.tag if self.backend.uses_images else ''}, started {started_at}"
+                      f"{', GPUs ' + ','.join(map(str, gpu_ids)) if gpu_ids else ''} ===\n")
+        offset = log_path.stat().st_size
+        try:
+            ex = self.backend.execute(ctx, cell, image, staging, log_path, gpu_ids, ctx.timeout_of(cell))
+        except Exception as exc:  # a runner bug must still leave a result
+            with open(log_path, "a", encoding="utf-8") as log:
+                traceback.print_exc(file=log)
+            ex = Execution(error=f"runner error: {type(exc).__name__}: {exc}")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.conclude(cell, ex, read_tail(log_path, offset), started_at)
+
+    def conclude(self, cell: Cell, ex: Execution, tail: list[str], started_at: str) -> None:
+        """Turn what execute() handed back into the cell's one result."""
+        from runner.results import ResultError, parse_result, validate_result
+        ctx = self.ctx
+        image_tag, image_id = ex.image, ex.image_id
+        obj, problem = None, ex.result_problem
+        if ex.result is not None:
+            try:
+                obj = parse_result(ex.result, f"{cell.id}.json")
+            except ResultError as exc:
+                problem = str(exc).split(": ", 1)[-1]
+                keep = ctx.run_dir / "logs" / f"{cell.id}.invalid.json"
+                try:
+                    with open(keep, "xb") as f:
+                        f.write(ex.result)
+                    problem += f" (kept as logs/{keep.name})"
+                except OSError:
+                    pass
+        if obj is not None:
+            fill = {"id": cell.id, "run_id": ctx.run_id, "image": image_tag, "image_id": image_id,
+                    "profile": ctx.plan.profile, "toolchain": cell.toolchain, "framework_version": cell.version}
+            for key, value in fill.items():
+                if obj["cell"].get(key) is None and value is not None:
+                    obj["cell"][key] = value
+            if obj["cell"].get("id") != cell.id:
+                problem = f"it names cell {obj['cell'].get('id')!r}, not {cell.id!r}"
+            elif not validate_result(obj):
+                self.record(cell, obj, ex.seconds)
+                return
+            else:
+                problem = "the runner's additions made it invalid"
+        timeout = ctx.timeout_of(cell)
+        common = dict(log_tail=tail, image=image_tag, image_id=image_id, started_at=started_at, seconds=ex.seconds)
+        if ex.status == "timeout" or ex.timed_out:
+            self.fail(cell, "timeout", ex.error or f"timed out after {timeout}s (cell timeout_s); the cell was "
+                                                   f"killed", **common)
+        elif ex.oom_killed:
+            self.fail(cell, "oom", f"out of memory at batch size {cell.batch_size}: the kernel's OOM killer "
+                                   f"stopped the container (State.OOMKilled)", **common)
+        elif ctx.stop.is_set() or ex.status == "interrupted":
+            self.fail(cell, "interrupted", ex.error if ex.status == "interrupted" and ex.error else
+                      "interrupted (Ctrl-C or SIGTERM): the run was stopped before this cell finished", **common)
+        elif ex.error:
+            self.fail(cell, "error", ex.error, **common)
+        else:
+            what = problem or "no result file"
+            code = ex.exit_code
+            killed = " (killed: SIGKILL)" if code == 137 else ""
+            self.fail(cell, "error", f"the cell exited with code {code}{killed} and left no valid result ({what}); "
+                                     f"see logs/{cell.id}.log", **common)
+
+    # all cells --------------------------------------------------------------
+
+    def run_all(self, cells: list[Cell], already: int, total: int) -> None:
+        self.total = total
+        self.counter = already
+        pending = collections.deque(cells)
+        qlock = threading.Lock()
+
+        def worker():
+            while not self.ctx.stop.is_set():
+                with qlock:
+                    if not pending:
+                        return
+                    cell = pending.popleft()
+                if cell.device == "gpu" and self.slots.known and cell.gpus > self.slots.total:
+                    self.fail(cell, "error", f"the cell needs {cell.gpus} GPUs and this host has "
+                                             f"{self.slots.total}")
+                    continue
+                gpu_ids = self.slots.acquire(cell.gpus, self.ctx.stop) if cell.device == "gpu" else []
+                if gpu_ids is None:
+                    with qlock:
+                        pending.appendleft(cell)
+                    return
+                try:
+                    self.run_cell(cell, gpu_ids)
+                except Exception as exc:  # never lose a cell
+                    if cell.id not in self.done:
+                        self.fail(cell, "error", f"runner error: {type(exc).__name__}: {exc}")
+                finally:
+                    self.slots.release(gpu_ids)
+
+        threads = [threading.Thread(target=worker, name=f"cell-worker-{i}", daemon=True)
+                   for i in range(min(self.parallel, max(1, len(cells))))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.5)

@@ -1,0 +1,209 @@
+"""The backend-neutral run stage against a fake backend (runner/backends' protocol, registered under
+"fake"): the state machine, the lock, --parallel, interrupts and resume, in seconds and without an engine.
+The real backends run the same run_plan in test_docker_*.py, test_local_backend.py and test_slurm.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from conftest import plan_and_images
+from runner import backends
+from runner.contract import Execution, cell_record
+from runner.errors import UserError
+from runner.options import RunOptions
+from runner.results import error_result, load_result
+from runner.run import run_plan
+from runner.scheduler import LOCK_NAME, take_lock
+
+
+class FakeBackend:
+    """Writes an ok result for each cell, unless `behaviour[cell.id]` says otherwise."""
+    name = "fake"
+    uses_images = False
+    behaviour: dict = {}
+    delay_s = 0.0
+    running = 0
+    max_running = 0
+    executed: list = []
+    guard = threading.Lock()
+
+    def __init__(self, options, console):
+        self.options = options
+
+    def machine(self):
+        return "fake machine"
+
+    def gpu_ids(self, plan):
+        return []
+
+    def default_parallel(self, plan, gpu_count):
+        return 1
+
+    def prepare(self, ctx, cells, image_of, fail):
+        keep = []
+        for cell in cells:
+            if FakeBackend.behaviour.get(cell.id) == "unbuildable":
+                fail(cell, "image could not be built (fake)", None)
+            else:
+                keep.append(cell)
+        return keep
+
+    def execute(self, ctx, cell, image, staging, log_path, gpu_ids, timeout):
+        cls = FakeBackend
+        with cls.guard:
+            cls.running += 1
+            cls.max_running = max(cls.max_running, cls.running)
+            cls.executed.append(cell.id)
+        try:
+            time.sleep(cls.delay_s)
+            what = cls.behaviour.get(cell.id, "ok")
+            if what == "interrupt":
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.5)
+                return Execution(error="interrupted", seconds=0.5)
+            if what == "crash":
+                with open(log_path, "a") as log:
+                    log.write("Segmentation fault (fake)\n")
+                return Execution(exit_code=139, seconds=0.1)
+            if what == "timeout":
+                return Execution(timed_out=True, seconds=timeout)
+            if what == "garbage":
+                return Execution(exit_code=0, result=b"{not json", seconds=0.1)
+            obj = error_result(cell_record(cell, ctx.run_id, ctx.plan.profile), "error", "")
+            obj["status"] = "ok"
+            return Execution(exit_code=0, result=json.dumps(obj).encode(), seconds=0.1)
+        finally:
+            with cls.guard:
+                cls.running -= 1
+
+    def stop_all(self, ctx):
+        return 0
+
+    @classmethod
+    def clean(cls, console):
+        return 0
+
+
+@pytest.fixture
+def fake(tmp_path):
+    backends.register("fake", FakeBackend)
+    FakeBackend.behaviour, FakeBackend.delay_s, FakeBackend.executed = {}, 0.0, []
+    FakeBackend.running = FakeBackend.max_running = 0
+    plan, rendered = plan_and_images(only=["pytorch"], workload=["alexnet-fwd", "vgg16-step", "lenet-mnist"])
+    assert len(plan.cells) >= 3
+    console = Console(file=open(os.devnull, "w"))
+    return plan, rendered, console, tmp_path / "results"
+
+
+def _statuses(run_dir: Path) -> dict:
+    return {p.stem: load_result(p)["status"] for p in run_dir.glob("*.json")}
+
+
+def test_every_cell_gets_one_result(fake):
+    plan, rendered, console, root = fake
+    run_dir, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root), console)
+    assert code == 0
+    assert _statuses(run_dir) == {c.id: "ok" for c in plan.cells}
+    assert not (run_dir / LOCK_NAME).exists() and not (run_dir / ".cells").exists()
+
+
+def test_failures_become_results_and_exit_1(fake):
+    plan, rendered, console, root = fake
+    a, b, c = plan.cells[:3]
+    FakeBackend.behaviour = {a.id: "crash", b.id: "timeout", c.id: "garbage"}
+    run_dir, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root, timeout=7), console)
+    assert code == 1
+    results = {p.stem: load_result(p) for p in run_dir.glob("*.json")}
+    assert results[a.id]["status"] == "error" and "code 139" in results[a.id]["message"]
+    assert "Segmentation fault (fake)" in results[a.id]["log_tail"]
+    assert results[b.id]["status"] == "timeout" and "7s" in results[b.id]["message"]
+    assert results[c.id]["status"] == "error" and "not valid JSON" in results[c.id]["message"]
+    assert (run_dir / "logs" / f"{c.id}.invalid.json").read_bytes() == b"{not json"
+
+
+def test_prepare_failures_are_results(fake):
+    plan, rendered, console, root = fake
+    bad = plan.cells[0]
+    FakeBackend.behaviour = {bad.id: "unbuildable"}
+    run_dir, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root), console)
+    assert code == 1 and bad.id not in FakeBackend.executed
+    assert load_result(run_dir / f"{bad.id}.json")["message"] == "image could not be built (fake)"
+
+
+@pytest.mark.parametrize("parallel,expect", [(1, 1), (3, 3)])
+def test_parallel_runs_that_many_cells_at_a_time(fake, parallel, expect):
+    plan, rendered, console, root = fake
+    FakeBackend.delay_s = 0.4
+    run_dir, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root, parallel=parallel), console)
+    assert code == 0 and FakeBackend.max_running == min(expect, len(plan.cells))
+
+
+def test_interrupt_records_the_rest_and_resume_finishes(fake):
+    plan, rendered, console, root = fake
+    first, second = plan.cells[0], plan.cells[1]
+    FakeBackend.behaviour = {second.id: "interrupt"}
+    run_dir, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root, run_id="r1"), console)
+    assert code == 130
+    statuses = _statuses(run_dir)
+    assert statuses[first.id] == "ok"
+    assert all(statuses[c.id] == "interrupted" for c in plan.cells[1:])
+    finished = (run_dir / f"{first.id}.json").read_bytes()
+
+    FakeBackend.behaviour, FakeBackend.executed = {}, []
+    run_dir2, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root, resume="r1"), console)
+    assert run_dir2 == run_dir and code == 0
+    assert first.id not in FakeBackend.executed and set(FakeBackend.executed) == {c.id for c in plan.cells[1:]}
+    assert (run_dir / f"{first.id}.json").read_bytes() == finished          # never rewritten
+    assert len(list((run_dir / "superseded").glob("*.json"))) == len(plan.cells) - 1
+    assert set(_statuses(run_dir).values()) == {"ok"}
+
+
+def test_a_live_lock_refuses_a_second_runner(fake):
+    plan, rendered, console, root = fake
+    run_dir = root / "locked"
+    run_dir.mkdir(parents=True)
+    take_lock(run_dir)           # this process: alive
+    with pytest.raises(UserError, match="is in progress"):
+        run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root, resume="locked"), console)
+    assert not FakeBackend.executed
+
+
+def test_a_dead_runners_lock_is_taken_over(fake):
+    plan, rendered, console, root = fake
+    run_dir = root / "stale"
+    run_dir.mkdir(parents=True)
+    import socket
+    (run_dir / LOCK_NAME).write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": socket.gethostname()}))
+    _, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root, resume="stale"), console)
+    assert code == 0 and len(FakeBackend.executed) == len(plan.cells)
+
+
+def test_unknown_backend_is_a_user_error():
+    with pytest.raises(UserError, match="no such backend"):
+        backends.get("kubernetes")
+
+
+def test_no_runner_module_imports_a_backend_but_the_registry():
+    """The seam: neutral modules name no backend; only runner/backends/__init__.py maps names to modules."""
+    import ast
+    from runner import ROOT
+    for path in (ROOT / "runner").rglob("*.py"):
+        if "backends" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            modules = [n.split(".")[2] for n in names if n.startswith("runner.backends.")]
+            assert not any((ROOT / "runner" / "backends" / f"{m}.py").exists() for m in modules), (path, names)
