@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: matrix test images report engine datasets clean venv
+.PHONY: matrix test images report engine datasets cluster clean venv
 
 venv: $(VENV)/.installed
 
@@ -22,12 +22,16 @@ engine:
 datasets:
 	bash scripts/datasets.sh
 
+# a single-node Slurm and a local image registry (Debian's packages), for --backend slurm and its tests
+cluster: engine
+	bash scripts/cluster.sh
+
 matrix: venv engine datasets
 	$(PY) -m runner $(ARGS)
 
 # DLBENCH_TESTS_STRICT: what this target set up (engine, datasets, the test extra) must be there, so a
 # test fails instead of skipping when it is missing (tests/support.py).
-test: venv engine datasets
+test: venv engine datasets cluster
 	DLBENCH_TESTS_STRICT=1 $(PY) -m pytest $(ARGS)
 
 images: venv engine

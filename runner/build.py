@@ -380,3 +380,42 @@ def prune_images(keep: set[str], frameworks: Iterable[str], console: Console, cl
     console.print(f"clean --images: removed {len(removed)} stale tag(s); the matrix renders {len(kept)} "
                   f"image(s) for {', '.join(sorted(frameworks))}")
     return len(removed)
+
+
+# ---------------------------------------------------------------- push (images shared through a registry)
+
+def registry_ref(registry: str, tag: str) -> str:
+    """Where an image tag lives in `registry` (host[:port][/prefix]): the same repository and tag under it."""
+    return f"{registry.rstrip('/')}/{tag}"
+
+
+def push_images(tags: Iterable[str], registry: str, console: Console, client=None) -> dict[str, tuple[bool, str]]:
+    """Push each built tag to the registry under its content-hash tag. {tag: (True, "repo@sha256:...")} — the
+    digest reference jobs pull by, so every node runs the very bytes that were built — or (False, why)."""
+    client = client or connect()
+    out: dict[str, tuple[bool, str]] = {}
+    for tag in dict.fromkeys(tags):
+        ref = registry_ref(registry, tag)
+        repository, _, version = ref.rpartition(":")
+        try:
+            client.api.tag(tag, repository, version)
+            error = None
+            for event in client.api.push(repository, tag=version, stream=True, decode=True):
+                if event.get("error"):
+                    error = str(event.get("error")).strip()
+            if error:
+                out[tag] = (False, f"push of {tag} to {registry} failed: {error}")
+                continue
+            digests = client.api.inspect_image(ref).get("RepoDigests") or []
+            mine = [d for d in digests if d.startswith(repository + "@")]
+            if not mine:
+                out[tag] = (False, f"push of {tag} to {registry} reported no digest")
+                continue
+            out[tag] = (True, mine[0])
+            console.print(f"push: {escape(tag)} -> {escape(mine[0])}")
+        except (DockerException, RequestException) as exc:
+            out[tag] = (False, f"push of {tag} to {registry} failed: {_short(exc)}. Check that the registry "
+                               f"answers (`make cluster` starts one on 127.0.0.1:5000) and that this engine may "
+                               f"push to it (an insecure registry other than localhost needs "
+                               f"`insecure-registries` in the engine's daemon.json).")
+    return out

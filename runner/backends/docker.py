@@ -33,12 +33,23 @@ LABEL_LOCK = "dlbench.lock"
 
 def device_requests(cell: Cell, gpu_ids: Optional[list[int]]):
     """The DeviceRequest list for a GPU cell: its assigned GPUs, or a count when the host's GPUs are unknown."""
-    import docker
     if cell.device != "gpu" or cell.gpus <= 0:
         return []
+    return gpu_options(cell.gpus, gpu_ids)["device_requests"]
+
+
+def gpu_options(count: int, gpu_ids: Optional[list]) -> dict[str, Any]:
+    """create() keywords that give a container `count` GPUs: the listed host indices, or any `count`."""
+    import docker
+    if count <= 0:
+        return {}
     if gpu_ids:
-        return [docker.types.DeviceRequest(device_ids=[str(i) for i in gpu_ids], capabilities=[["gpu"]])]
-    return [docker.types.DeviceRequest(count=cell.gpus, capabilities=[["gpu"]])]
+        requests = [docker.types.DeviceRequest(device_ids=[str(i) for i in gpu_ids], capabilities=[["gpu"]])]
+    else:
+        requests = [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
+    return {"device_requests": requests,
+            "ulimits": [docker.types.Ulimit(name="memlock", soft=-1, hard=-1),
+                        docker.types.Ulimit(name="stack", soft=67108864, hard=67108864)]}
 
 
 def shm_size(cell: Cell) -> str:
@@ -49,7 +60,6 @@ def container_spec(ctx, cell: Cell, image_tag: str, image_id: Optional[str], sta
                    gpu_ids: Optional[list[int]], dataset_dir: Optional[Path] = None) -> dict[str, Any]:
     """Keyword arguments for client.containers.create() of one cell. `dataset_dir`: where the cell's
     dataset is on the machine that runs the container (default: the run's data view)."""
-    import docker
     out = f"{CONTAINER_RESULTS}/{cell.id}.json"
     volumes = {str(staging): {"bind": CONTAINER_RESULTS, "mode": "rw"}}
     if cell.dataset and not cell.synthetic:
@@ -72,11 +82,8 @@ def container_spec(ctx, cell: Cell, image_tag: str, image_id: Optional[str], sta
         privileged=False,
         detach=True,
     )
-    requests = device_requests(cell, gpu_ids)
-    if requests:
-        spec["device_requests"] = requests
-        spec["ulimits"] = [docker.types.Ulimit(name="memlock", soft=-1, hard=-1),
-                           docker.types.Ulimit(name="stack", soft=67108864, hard=67108864)]
+    if cell.device == "gpu":
+        spec.update(gpu_options(cell.gpus, gpu_ids))
     return spec
 
 
