@@ -23,6 +23,7 @@ from bench import env as envmod
 from bench import measure, peaks, specs
 from bench.adapters import ADAPTERS, AdapterNotAvailable, adapter_class, available
 from bench.adapters.base import Unsupported
+from bench.contract import CELL_KEYS, OPTIONS_FLAG, cell_record, decode_options
 from bench.workloads import PRECISIONS, SYNTHETIC_MODELS, WORKLOADS, workload_model
 
 SCHEMA_VERSION = 1
@@ -38,8 +39,14 @@ def now_iso():
     return datetime.datetime.utcnow().replace(microsecond=0).isoformat() + "Z"
 
 
-def parse_options(pairs):
+def parse_options(pairs, as_json=None):
+    """Options from the runner's one JSON object (types kept), then any --option KEY=VALUE (strings)."""
     options = {}
+    if as_json:
+        try:
+            options.update(decode_options(as_json))
+        except ValueError as exc:
+            raise SystemExit(str(exc))
     for pair in pairs or ():
         if "=" not in pair:
             raise SystemExit("--option takes KEY=VALUE, got %r" % pair)
@@ -67,6 +74,8 @@ def build_parser():
                     help="use random data of the dataset's shape (recorded in the result)")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="adapter option, or a workload parameter (lr, eval_batches, ...)")
+    ap.add_argument(OPTIONS_FLAG, metavar="JSON",
+                    help="the options as one JSON object with their types (what the runner passes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="result JSON file")
     ap.add_argument("--list", action="store_true", help="workloads and their frameworks")
@@ -79,7 +88,10 @@ def build_parser():
 
 
 def _coerce(value, default):
-    """An --option string as the type of the workload default it overrides."""
+    """An option (a typed JSON value, or an --option string) as the type of the workload default it
+    overrides."""
+    if not isinstance(value, str):
+        return type(default)(value) if isinstance(default, (bool, int, float)) else value
     if isinstance(default, bool):
         return value.lower() in ("1", "true", "yes", "on")
     for kind in (int, float):
@@ -266,15 +278,13 @@ def run_cell(args, options):
     entry = WORKLOADS[args.workload]
     params = resolve_params(args, options)
     dataset = params.get("dataset") if entry["datasets"] else None
-    cell = {"framework": args.framework, "workload": args.workload,
-            "model": params.get("model"), "dataset": dataset,
-            "synthetic": bool(args.synthetic or not entry["datasets"]),
-            "batch_size": int(params["batch_size"]), "precision": args.precision,
-            "device": device, "gpus": gpus,
-            "iterations": params.get("iterations"), "epochs": params.get("epochs"),
-            "warmup": params.get("warmup"), "options": options,
-            "python": platform.python_version()}
-    cell.update(envmod.cell_ids_from_env())
+    ids = envmod.cell_ids_from_env()
+    cell = cell_record(framework=args.framework, workload=args.workload, model=params.get("model"),
+                       dataset=dataset, synthetic=args.synthetic, batch_size=int(params["batch_size"]),
+                       precision=args.precision, device=device, gpus=gpus,
+                       iterations=params.get("iterations"), epochs=params.get("epochs"),
+                       warmup=params.get("warmup"), options=options, python=platform.python_version(),
+                       **{k: v for k, v in ids.items() if k in CELL_KEYS})
     status, message, metrics = "ok", "", {}
     versions = adapter = ctx = environment = None
     try:
@@ -372,7 +382,7 @@ def _peak_rss():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    options = parse_options(args.option)
+    options = parse_options(args.option, args.options_json)
     if args.list:
         return cmd_list(args.json)
     if not args.framework:

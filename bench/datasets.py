@@ -27,58 +27,7 @@ import numpy as np
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "imdb", "imagenet32")
 
-SYSTEM_DIRS = {
-    "fashion-mnist": ("/usr/share/datasets/fashion-mnist",),
-}
-
-# Known checksums of dataset files: filename -> list of (sha256, variant).
-# A file listed here must match one variant; a file not listed is reported as
-# "checksum unknown for this variant" and used unverified.
-CHECKSUMS = {
-    "mnist": {
-        "train-images-idx3-ubyte.gz": [
-            ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", "official")],
-        "train-labels-idx1-ubyte.gz": [
-            ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", "official")],
-        "t10k-images-idx3-ubyte.gz": [
-            ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", "official")],
-        "t10k-labels-idx1-ubyte.gz": [
-            ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", "official")],
-    },
-    # Zalando publishes only MD5s of its .gz files (MD5_OFFICIAL below); the
-    # sha256s here are of Debian's dataset-fashion-mnist, which recompresses
-    # the same idx content.
-    "fashion-mnist": {
-        "train-images-idx3-ubyte.gz": [
-            ("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", "debian")],
-        "train-labels-idx1-ubyte.gz": [
-            ("0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056", "debian")],
-        "t10k-images-idx3-ubyte.gz": [
-            ("cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", "debian")],
-        "t10k-labels-idx1-ubyte.gz": [
-            ("8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05", "debian")],
-    },
-    "cifar10": {
-        "cifar-10-python.tar.gz": [
-            ("6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce", "official")],
-    },
-    "imdb": {
-        "imdb.npz": [
-            ("69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f",
-             "official (Keras tf-keras-datasets)")],
-    },
-    # ImageNet32 (Chrabaszcz et al. 2017) batches: no checksums are published.
-    "imagenet32": {},
-}
-
-MD5_OFFICIAL = {
-    "fashion-mnist": {
-        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-    },
-}
+from bench.contract import CHECKSUMS, MD5_OFFICIAL, SYSTEM_DIRS  # noqa: E402,F401  (one owner)
 
 
 class DatasetUnavailable(Exception):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from bench import contract
+from bench.contract import OPTIONS_FLAG, encode_options
 from runner.matrix import Cell
 
 LOG_TAIL_LINES = 20
@@ -49,10 +51,8 @@ def bench_args(cell: Cell, data_dir: str, out: str) -> list[str]:
     options = dict(cell.options)
     if cell.eval_batches is not None:
         options.setdefault("eval_batches", cell.eval_batches)
-    for key, value in options.items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        args += ["--option", f"{key}={value}"]
+    if options:
+        args += [OPTIONS_FLAG, encode_options(options)]   # one JSON object: true stays a bool, 2 an int
     args += ["--out", out]
     return args
 
@@ -76,18 +76,13 @@ def cell_env(run_id: str, machine: str, profile: str, cell: Cell, image_tag: Opt
 
 def cell_record(cell: Cell, run_id: str, profile: str, image: Optional[str] = None,
                 image_id: Optional[str] = None) -> dict:
-    """The result's `cell` object, for results the runner writes itself."""
-    from bench.workloads import WORKLOADS
-    entry = WORKLOADS.get(cell.workload, {})
-    return {
-        "id": cell.id, "run_id": run_id, "framework": cell.framework, "framework_version": cell.version,
-        "toolchain": cell.toolchain, "python": cell.python, "image": image, "image_id": image_id,
-        "workload": cell.workload, "model": cell.model, "dataset": cell.dataset,
-        "synthetic": bool(cell.synthetic or not entry.get("datasets")),
-        "batch_size": cell.batch_size, "precision": cell.precision, "device": cell.device, "gpus": cell.gpus,
-        "iterations": cell.iterations, "epochs": cell.epochs, "warmup": cell.warmup, "profile": profile,
-        "options": {k: v for k, v in cell.options},
-    }
+    """The result's `cell` object, for results the runner writes itself (bench.contract builds both sides')."""
+    return contract.cell_record(
+        id=cell.id, run_id=run_id, framework=cell.framework, framework_version=cell.version,
+        toolchain=cell.toolchain, python=cell.python, image=image, image_id=image_id, workload=cell.workload,
+        model=cell.model, dataset=cell.dataset, synthetic=cell.synthetic, batch_size=cell.batch_size,
+        precision=cell.precision, device=cell.device, gpus=cell.gpus, iterations=cell.iterations,
+        epochs=cell.epochs, warmup=cell.warmup, profile=profile, options=dict(cell.options))
 
 
 def read_tail(path: Path, start: int = 0, lines: int = LOG_TAIL_LINES) -> list[str]:

@@ -12,43 +12,20 @@ and never silently switch to synthetic data.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from bench.datasets import CHECKSUMS, SYSTEM_DIRS
+from bench.contract import DOWNLOAD_URLS, HOW_TO_PROVIDE, SYSTEM_DIRS, known_hashes
 
 DEFAULT_CACHE = Path(os.environ.get("DLBENCH_DATA_CACHE", Path.home() / ".cache" / "dlbench" / "datasets"))
 DOWNLOAD_TIMEOUT_S = 30
 
-_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-
-# name -> {file: [urls, first that works wins]}
-OFFICIAL_URLS: dict[str, dict[str, list[str]]] = {
-    "mnist": {f: [f"http://yann.lecun.com/exdb/mnist/{f}",
-                  f"https://ossci-datasets.s3.amazonaws.com/mnist/{f}"] for f in _MNIST_FILES},
-    "fashion-mnist": {f: [f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{f}"]
-                      for f in _MNIST_FILES},
-    "cifar10": {"cifar-10-python.tar.gz": ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]},
-    "imdb": {"imdb.npz": ["https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"]},
-    # ImageNet32 needs an image-net.org account: it can only come from --data-dir.
-    "imagenet32": {},
-}
-
-HOW_TO_PROVIDE = {
-    "mnist": "the four idx .gz files (train-images-idx3-ubyte.gz, ...)",
-    "fashion-mnist": "the four idx .gz files, or Debian/Ubuntu's dataset-fashion-mnist package",
-    "cifar10": "cifar-10-python.tar.gz or its extracted cifar-10-batches-py/",
-    "imdb": "the Keras imdb.npz",
-    "imagenet32": "the Imagenet32 batches (train_data_batch_1..10, val_data) from image-net.org",
-}
+# The catalog (URLs, checksums, how to provide each) has one owner, bench/contract.py, shared with bench.
+OFFICIAL_URLS = DOWNLOAD_URLS
 
 
 @dataclass(frozen=True)
@@ -63,30 +40,25 @@ def _has_files(directory: Path) -> bool:
     return directory.is_dir() and any(p.is_file() or p.is_dir() for p in directory.iterdir())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _download(url: str, dest: Path, expected: set[str]) -> None:
-    """Fetch one file to dest atomically; raise OSError/ValueError with a short reason."""
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, prefix=".part-") as tmp:
-        tmp_path = Path(tmp.name)
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                shutil.copyfileobj(response, tmp)
-        except BaseException:
-            tmp_path.unlink(missing_ok=True)
-            raise
+def _download(url: str, dest: Path, expected: list[str]) -> None:
+    """Fetch one file to dest atomically with pooch; it must match one of `expected` ("sha256:…" or the
+    publisher's "md5:…") when any is known. Raises OSError/ValueError with a short reason."""
+    import pooch
+    part = f".part-{dest.name}"
+    (dest.parent / part).unlink(missing_ok=True)
+    downloader = pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S, progressbar=False)
+    try:
+        fetched = Path(pooch.retrieve(url, known_hash=None, fname=part, path=dest.parent, downloader=downloader))
+    except Exception as exc:  # requests' errors, HTTP status errors
+        (dest.parent / part).unlink(missing_ok=True)
+        raise OSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     if expected:
-        got = _sha256(tmp_path)
-        if got not in expected:
-            tmp_path.unlink(missing_ok=True)
-            raise ValueError(f"checksum mismatch for {url}: sha256 {got}, expected {' or '.join(sorted(expected))}")
-    os.replace(tmp_path, dest)
+        got = {alg: pooch.file_hash(str(fetched), alg=alg) for alg in {h.split(":", 1)[0] for h in expected}}
+        if not any(got[h.split(":", 1)[0]] == h.split(":", 1)[1] for h in expected):
+            fetched.unlink(missing_ok=True)
+            found = ", ".join(f"{alg} {value}" for alg, value in sorted(got.items()))
+            raise ValueError(f"checksum mismatch for {url}: {found}, expected {' or '.join(expected)}")
+    os.replace(fetched, dest)
 
 
 def _fetch(name: str, cache: Path, urls: dict[str, dict[str, list[str]]]) -> Optional[str]:
@@ -100,7 +72,7 @@ def _fetch(name: str, cache: Path, urls: dict[str, dict[str, list[str]]]) -> Opt
         dest = target / filename
         if dest.is_file():
             continue
-        expected = {sha for sha, _variant in CHECKSUMS.get(name, {}).get(filename, [])}
+        expected = known_hashes(name, filename)
         errors = []
         for url in candidates:
             try:

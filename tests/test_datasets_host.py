@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import contract
 from runner import datasets
 from runner.datasets import ensure_datasets
 from support import require
@@ -47,7 +48,7 @@ def test_download_is_verified_and_cached(tmp_path, http_root, monkeypatch):
     root, base = http_root
     payload = b"not really imdb, but bytes with a known checksum"
     (root / "imdb.npz").write_bytes(payload)
-    monkeypatch.setitem(datasets.CHECKSUMS, "imdb", {"imdb.npz": [(hashlib.sha256(payload).hexdigest(), "t")]})
+    monkeypatch.setitem(contract.CHECKSUMS, "imdb", {"imdb.npz": [(hashlib.sha256(payload).hexdigest(), "t")]})
     urls = {"imdb": {"imdb.npz": [f"{base}/missing.npz", f"{base}/imdb.npz"]}}
     cache = tmp_path / "cache"
     found = ensure_datasets(["imdb"], cache=cache, urls=urls)
@@ -56,10 +57,29 @@ def test_download_is_verified_and_cached(tmp_path, http_root, monkeypatch):
     assert ensure_datasets(["imdb"], cache=cache, urls=urls)["imdb"].origin == "cache"
 
 
+def test_a_publishers_md5_verifies_the_official_download(tmp_path, http_root, monkeypatch):
+    """Zalando publishes only md5s of Fashion-MNIST's files: a download matching one is accepted (and one
+    matching neither the md5 nor a known sha256 is not)."""
+    root, base = http_root
+    name = "train-labels-idx1-ubyte.gz"
+    payload = b"labels as the publisher serves them"
+    (root / name).write_bytes(payload)
+    monkeypatch.setitem(contract.CHECKSUMS, "fashion-mnist", {name: [("0" * 64, "debian")]})
+    monkeypatch.setitem(contract.MD5_OFFICIAL, "fashion-mnist", {name: hashlib.md5(payload).hexdigest()})
+    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
+    urls = {"fashion-mnist": {name: [f"{base}/{name}"]}}
+    found = ensure_datasets(["fashion-mnist"], cache=tmp_path / "cache", urls=urls)
+    assert found["fashion-mnist"].origin == "downloaded", found["fashion-mnist"].problem
+    assert (tmp_path / "cache" / "fashion-mnist" / name).read_bytes() == payload
+    monkeypatch.setitem(contract.MD5_OFFICIAL, "fashion-mnist", {name: "f" * 32})
+    again = ensure_datasets(["fashion-mnist"], cache=tmp_path / "other", urls=urls)["fashion-mnist"]
+    assert again.path is None and "md5:" + "f" * 32 in again.problem
+
+
 def test_checksum_mismatch_is_an_error_and_leaves_nothing(tmp_path, http_root, monkeypatch):
     root, base = http_root
     (root / "imdb.npz").write_bytes(b"tampered")
-    monkeypatch.setitem(datasets.CHECKSUMS, "imdb", {"imdb.npz": [("0" * 64, "t")]})
+    monkeypatch.setitem(contract.CHECKSUMS, "imdb", {"imdb.npz": [("0" * 64, "t")]})
     cache = tmp_path / "cache"
     found = ensure_datasets(["imdb"], cache=cache, urls={"imdb": {"imdb.npz": [f"{base}/imdb.npz"]}})
     assert found["imdb"].path is None

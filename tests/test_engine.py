@@ -99,11 +99,41 @@ def test_bench_args(torch_cell):
     joined = " ".join(args)
     assert "--batch-size 100" in joined and "--precision fp32" in joined and "--iterations 20" in joined
     assert "--device cpu --gpus 0 --data-dir /data --dataset fashion-mnist" in joined
-    assert "--option eval_batches=2" in joined
+    assert '--options-json {"eval_batches":2}' in joined
     assert args[-2:] == ["--out", f"/results/{cell.id}.json"]
-    from bench.cli import build_parser
+    from bench.cli import build_parser, parse_options
     parsed = build_parser().parse_args(args)  # bench accepts exactly what the runner sends
     assert parsed.dataset == "fashion-mnist" and parsed.batch_size == 100
+    assert parse_options(parsed.option, parsed.options_json) == {"eval_batches": 2}
+
+
+def test_options_cross_into_bench_with_their_types(torch_cell):
+    """One JSON argument: a bool stays a bool, an int an int, a string a string (no guessing back)."""
+    from bench.cli import build_parser, parse_options
+    plan, rendered, cell = torch_cell
+    typed = dataclasses.replace(cell, options=(("xla", True), ("eval_batches", 3), ("data_format", "NCHW"),
+                                               ("lr", 0.5), ("tag", "true")))
+    parsed = build_parser().parse_args(bench_args(typed, "/data", "/results/x.json"))
+    assert parse_options(parsed.option, parsed.options_json) == {
+        "xla": True, "eval_batches": 3, "data_format": "NCHW", "lr": 0.5, "tag": "true"}
+
+
+@pytest.mark.parametrize("text,why", [("[1]", "JSON object"), ('{"a": NaN}', "NaN"), ('{"a": [1]}', "string, number"),
+                                      ('{"a": null}', "string, number"), ("{", "JSON object")])
+def test_bad_options_json_is_refused(text, why):
+    from bench.contract import decode_options
+    with pytest.raises(ValueError, match=why):
+        decode_options(text)
+
+
+def test_cell_record_is_one_shape_on_both_sides(torch_cell):
+    from bench.contract import CELL_KEYS, cell_record as bench_record
+    from runner.contract import cell_record
+    plan, rendered, cell = torch_cell
+    record = cell_record(cell, "run-1", "smoke")
+    assert tuple(record) == CELL_KEYS and record["id"] == cell.id and record["options"] == dict(cell.options)
+    with pytest.raises(TypeError, match="unknown field"):
+        bench_record(framework="pytorch", colour="blue")
 
 
 def _ctx(plan, tmp_path):
