@@ -127,7 +127,7 @@ _TOKEN_PREFIXES = ("ghp_", "gho_", "github_pat_", "glpat-", "pypi-", "AKIA", "ya
 
 
 def _looks_like_token(segment: str) -> bool:
-    if segment.startswith(_TOKEN_PREFIXES):
+    if segment.startswith(_TOKEN_PREFIXES) and len(segment) >= 12:
         return True
     if len(segment) >= 20 and re.search(r"[0-9]", segment) and re.search(r"[A-Za-z]", segment):
         return True
