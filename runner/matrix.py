@@ -239,7 +239,7 @@ def _fail(path: Path, lines: dict, loc: tuple, problem: str, fix: str = "") -> U
     text = f"{path}: key `{format_path(loc)}`{where}: {problem}."
     if fix:
         text += f" {fix}"
-    return UserError(text)
+    return UserError(printable(text))  # a hostile key or value must not break the paragraph
 
 
 def load_matrix(path: Path) -> tuple[MatrixFile, dict]:

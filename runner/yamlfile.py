@@ -152,8 +152,9 @@ def load_yaml(path: Path, what: str, option: str = "--matrix PATH"):
     """Return (data, lines) for a YAML file; UserError for a missing or unusable file or bad syntax."""
     path = Path(path)
     text = read_text_file(path, what, option)
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # the reader refuses non-printable characters here already
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -172,5 +173,6 @@ def load_yaml(path: Path, what: str, option: str = "--matrix PATH"):
         raise UserError(f"{path}: the {what} is nested too deep to read. Flatten it; see the default "
                         f"matrix.yaml for the layout.") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, _line_map(node)
