@@ -254,8 +254,10 @@ def print_plan(plan: Plan, rendered: dict, cached: Optional[set]) -> None:
         workload = cell.workload + (f" {cell.model}" if cell.model else "") + \
             (f" {cell.dataset}" if cell.dataset else "") + (" (synthetic)" if cell.synthetic else "") + \
             "".join(f" {k}={v}" for k, v in cell.variant)
-        table.add_row(cell.framework, cell.version, cell.toolchain, cell.python, workload, str(cell.batch_size),
-                      cell.precision, str(cell.gpus), image.tag, state)
+        # Text, not str: a value such as `[/x]` must print as itself, not as Rich markup
+        table.add_row(*(Text(printable(v)) for v in (
+            cell.framework, cell.version, cell.toolchain, cell.python, workload, str(cell.batch_size),
+            cell.precision, str(cell.gpus), image.tag, state)))
     for d in plan.dropped:
         table.add_row(d.framework, d.version, d.toolchain, "-", "*", "-", "-", "-", "-", escape(f"dropped: {d.reason}"))
     console.print(table)
@@ -284,7 +286,7 @@ def cmd_render(args) -> int:
     plan = make_plan(args)
     rendered = render_plan(plan)
     for path in write_dockerfiles(list(rendered.values()), args.out):
-        console.print(f"wrote {path}")
+        console.print(Text(f"wrote {path}"))  # a path is not Rich markup
     return EXIT_OK
 
 

@@ -187,3 +187,13 @@ def test_atomic_write_refuses_a_symlink(tmp_path):
     with pytest.raises(UserError, match="symbolic link"):
         atomic_write_text(link, "new", mode=0o644)
     assert victim.read_text() == "precious" and link.is_symlink()
+
+
+def test_plan_prints_option_values_literally(tmp_path):
+    """Rich would read `[/x]` in a value as markup (and raise on a closing tag that opens nothing)."""
+    path = tmp_path / "m.yaml"
+    path.write_text(MINIMAL.replace("{batch_sizes: [16]}",
+                                    "{batch_sizes: [16], variants: [{options: {mode: '[/x] [bold]y'}}]}"))
+    proc = runner_cli("plan", "--matrix", path, "--device", "cpu", timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "mode=[/x] [bold]y" in proc.stdout
