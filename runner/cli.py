@@ -188,6 +188,8 @@ def _defaults_apart(p: argparse.ArgumentParser) -> None:
             default = action.type(default)  # what argparse does with a string default
         p._filled[action.dest] = default
         p._option_of[action.dest] = action.option_strings[0] if action.option_strings else action.dest
+        if action.help and "%(default)" in action.help:  # argparse cannot expand a suppressed default
+            action.help = action.help.replace("%(default)s", str(default)).replace("%(default)r", repr(default))
         action.default = argparse.SUPPRESS
 
 
