@@ -9,7 +9,7 @@ reason, in `Plan.dropped`.
 from __future__ import annotations
 
 import itertools
-import math
+from collections import Counter
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +46,9 @@ DEFAULT_MAX_CELLS = 10_000
 
 def _unique(values, what):
     if values is not None and len(set(values)) != len(values):
-        dupes = sorted({str(v) for v in values if values.count(v) > 1})
-        raise ValueError(f"duplicate {what}: {', '.join(dupes)}")
+        counts = Counter(values)  # not values.count: quadratic on a long hostile list
+        dupes = sorted({str(v) for v, n in counts.items() if n > 1})
+        raise ValueError(f"duplicate {what}: {', '.join(dupes[:10])}")
     return values
 
 
@@ -89,7 +90,7 @@ class WorkloadSpec(_Strict):
     synthetic: Optional[Annotated[bool, Strict()]] = None
     timeout_s: Optional[Seconds] = None
     options: Options = {}
-    variants: Optional[list[Variant]] = Field(default=None, min_length=1)
+    variants: Optional[list[Variant]] = Field(default=None, min_length=1, max_length=500)
 
     @field_validator("batch_sizes", "precisions", "gpus", "devices", "datasets", "models")
     @classmethod
@@ -123,8 +124,9 @@ class MatrixFile(_Strict):
     frameworks: dict[Name, FrameworkSpec] = Field(min_length=1)
     toolchains: list[Name] = Field(min_length=1)
     workloads: dict[Name, Optional[WorkloadSpec]] = Field(min_length=1)
-    include: list[Rule] = []
-    exclude: list[Rule] = []
+    # every rule is matched against every cell: bounded, like the cell count
+    include: list[Rule] = Field(default=[], max_length=500)
+    exclude: list[Rule] = Field(default=[], max_length=500)
     profiles: dict[Name, Profile] = {}
 
     @field_validator("toolchains")

@@ -314,3 +314,11 @@ def test_unreadable_matrix_error_path(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(UserError, match="not a regular file"):
         load_matrix(fifo)
+
+
+def test_a_long_list_is_checked_in_linear_time(tmp_path):
+    """90,000 batch sizes: the duplicate check and the cell count must not be quadratic."""
+    text = MINIMAL.replace("[16]", "[" + ", ".join(str(i) for i in range(1, 90001)) + ", 1]")
+    started = time.monotonic()
+    refused(tmp_path, text, "duplicate batch_sizes: 1")
+    assert time.monotonic() - started < 30
