@@ -198,9 +198,9 @@ def build_args(environ=None) -> dict[str, str]:
         value = environ.get(name)
         if not value:
             continue
-        fix = (f"Use a credential-free mirror URL, or reach the index through a proxy (HTTP_PROXY/HTTPS_PROXY are "
-               f"passed as Docker's predefined build args, which `docker history` does not show), then build "
-               f"again; see docs/security.md.")
+        fix = ("Use a credential-free mirror URL, or reach the index through a proxy (HTTP_PROXY/HTTPS_PROXY are "
+               "passed as Docker's predefined build args, which `docker history` does not show), then build "
+               "again; see docs/security.md.")
         if any(c in value for c in "\r\n\t\0"):
             raise UserError(f"{name} contains a control character; unset it or give one URL per space. {fix}")
         for item in value.split():

@@ -97,8 +97,9 @@ def _selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matrix", type=Path, default=DEFAULT_MATRIX, help="matrix file (default: matrix.yaml)")
     p.add_argument("--only", type=_csv, metavar="FW[,FW...]", help="only these frameworks")
     p.add_argument("--workload", type=_csv, metavar="W[,W...]", help="only these workloads")
-    p.add_argument("--profile", type=_name, help="full, cpu, smoke or another profile in the matrix (default: the matrix's, "
-                                     "auto = full on GPU hosts, cpu otherwise)")
+    p.add_argument("--profile", type=_name,
+                   help="full, cpu, smoke or another profile in the matrix (default: the matrix's, "
+                        "auto = full on GPU hosts, cpu otherwise)")
     p.add_argument("--device", choices=["gpu", "cpu", "auto"], help="run GPU cells, the CPU variants, or decide "
                                                                      "by the host (default: the matrix's, auto)")
 
@@ -108,7 +109,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="docker: one container per cell (default); local: `python -m bench` in a subprocess "
                         "of this interpreter, for hosts without Docker")
     p.add_argument("--rebuild", action="store_true", help="build images even when their tag exists")
-    p.add_argument("--resume", type=_run_id, metavar="RUN_ID", help="continue a run: skip cells that have a valid result")
+    p.add_argument("--resume", type=_run_id, metavar="RUN_ID",
+                   help="continue a run: skip cells that have a valid result")
     p.add_argument("--parallel", type=_parallel_arg, default="auto", metavar="N|auto",
                    help="cells at a time (auto: one per free GPU, 1 on CPU)")
     p.add_argument("--results-dir", type=Path, default=ROOT / "results", help="where runs are kept")
@@ -116,7 +118,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                                                  "(default: ~/.cache/dlbench/datasets)")
     p.add_argument("--timeout", type=_timeout, metavar="SECONDS",
                    help="per-cell time limit for every cell (default: the profile's timeout_s)")
-    p.add_argument("--run-id", type=_run_id, metavar="RUN_ID", help="name a new run (default: UTC time + random suffix)")
+    p.add_argument("--run-id", type=_run_id, metavar="RUN_ID",
+                   help="name a new run (default: UTC time + random suffix)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commands", action="store_true",
                    help="print the plan as a shell script of `python -m bench` commands, for a host without "
                         "Docker or the runner's dependencies; `report --results` reads what it writes")
-    p.add_argument("--run-id", type=_run_id, metavar="RUN_ID", help="with --commands: the run's name (default: UTC time + "
-                                                       "random suffix)")
+    p.add_argument("--run-id", type=_run_id, metavar="RUN_ID",
+                   help="with --commands: the run's name (default: UTC time + random suffix)")
 
     p = sub.add_parser("render", help="write the Dockerfiles")
     _selection_options(p)
