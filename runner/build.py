@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
-from urllib.parse import urlsplit
 
 from docker.errors import DockerException
 from requests.exceptions import RequestException
@@ -34,6 +33,7 @@ from runner.compat import Base, load_compat
 from runner.engine import connect, image_exists
 from runner.errors import UserError
 from runner.render import RenderedImage
+from runner.validate import url_credential_problem
 
 DEFAULT_LOG_DIR = ROOT / "build" / "logs"
 
@@ -181,29 +181,42 @@ def _last_line(text: str) -> str:
 # ---------------------------------------------------------------- build arguments
 
 def _has_credentials(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "@" in url
-    return bool(parts.username or parts.password)
+    return url_credential_problem(url) is not None
+
+
+_HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
 
 
 def build_args(environ=None) -> dict[str, str]:
-    """Build args from the host environment. Refuses (UserError) a PIP_* index URL with credentials:
-    PIP_* are declared ARGs, whose values end up in the image's history."""
+    """Build args from the host environment. Refuses (UserError) a PIP_* index URL that may carry a
+    credential in any form (user info, a query string, a token-like path segment): PIP_* are declared ARGs,
+    whose values `docker history` shows to anyone who can pull the image. The low-level build API has no
+    BuildKit secrets, so refusing is the only way to keep a credential out of the image."""
     environ = os.environ if environ is None else environ
     args = {}
     for name in PIP_ARGS:
         value = environ.get(name)
         if not value:
             continue
-        if name != "PIP_TRUSTED_HOST" and any(_has_credentials(u) for u in value.split()):
-            raise UserError(
-                f"{name} contains credentials (user:password@). dlbench passes {name} to the build as a build "
-                f"argument, and build arguments end up in the image's history, so it refuses to bake a "
-                f"credential into an image. Use a credential-free mirror URL, or reach the index through a "
-                f"proxy (HTTP_PROXY/HTTPS_PROXY are passed as Docker's predefined build args, which "
-                f"`docker history` does not show), then build again.")
+        fix = ("Use a credential-free mirror URL, or reach the index through a proxy (HTTP_PROXY/HTTPS_PROXY are "
+               "passed as Docker's predefined build args, which `docker history` does not show), then build "
+               "again; see docs/security.md.")
+        if any(c in value for c in "\r\n\t\0"):
+            raise UserError(f"{name} contains a control character; unset it or give one URL per space. {fix}")
+        for item in value.split():
+            if name == "PIP_TRUSTED_HOST":
+                if not _HOST_RE.fullmatch(item):
+                    raise UserError(f"{name} is refused: one of its entries is not a host name (host or "
+                                    f"host:port; user info would be a credential in the image's history). Fix "
+                                    f"{name} and build again.")
+                continue
+            problem = url_credential_problem(item)
+            if problem:
+                # the value itself is not printed: it may be the credential
+                raise UserError(
+                    f"{name} is refused: {problem}. dlbench passes {name} to the build as a build argument, and "
+                    f"build arguments end up in the image's history, so it refuses URLs that may carry "
+                    f"credentials. {fix}")
         args[name] = value
     for name in PROXY_ARGS:
         for key in (name, name.lower()):

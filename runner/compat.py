@@ -8,17 +8,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, ValidationError
 
 from runner import IMAGES_DIR
-from runner.errors import UserError, format_path
+from runner.errors import UserError, data_loc, format_path
+from runner.validate import (
+    check_apt_package, check_image_ref, check_index_url, check_name, check_option_key, check_requirement,
+    check_text, printable,
+)
 from runner.yamlfile import load_yaml
 
 COMPAT_PATH = IMAGES_DIR / "compat.yaml"
+
+# Compatibility data is rendered into Dockerfiles run as root: validated as strictly as the matrix.
+Name = Annotated[str, Strict(), AfterValidator(check_name)]
+Text = Annotated[str, Strict(), AfterValidator(check_text)]
+PipRequirement = Annotated[str, Strict(), AfterValidator(check_requirement)]
+AptPackage = Annotated[str, Strict(), AfterValidator(check_apt_package)]
+ImageRef = Annotated[str, Strict(), AfterValidator(check_image_ref)]
+Url = Annotated[str, Strict(), AfterValidator(check_index_url)]
+Identifier = Annotated[str, Strict(), AfterValidator(check_option_key)]
 
 
 class _Strict(BaseModel):
@@ -27,54 +40,54 @@ class _Strict(BaseModel):
 
 class Bootstrap(_Strict):
     tool: Literal["debootstrap"]
-    suite: str
-    variant: str = "minbase"
-    mirror: str
+    suite: Name
+    variant: Name = "minbase"
+    mirror: Url
 
 
 class Base(_Strict):
     kind: Literal["plain", "registry"]
-    image: str
-    pull: Optional[str] = None
+    image: ImageRef
+    pull: Optional[ImageRef] = None
     bootstrap: Optional[Bootstrap] = None
-    os: str
-    python: str
-    python_packages: list[str] = []
-    cuda: Optional[str] = None
-    cudnn: Optional[str] = None
-    preinstalled: Optional[str] = None
+    os: Text
+    python: Name
+    python_packages: list[AptPackage] = []
+    cuda: Optional[Name] = None
+    cudnn: Optional[Name] = None
+    preinstalled: Optional[Name] = None
 
 
 class Toolchain(_Strict):
     device: Literal["cpu", "gpu"]
-    cuda: Optional[str] = None
-    cudnn: Optional[str] = None
-    plain: str
-    registry: str
+    cuda: Optional[Name] = None
+    cudnn: Optional[Name] = None
+    plain: Name
+    registry: Name
 
 
 class ToolchainInstall(_Strict):
-    pip: list[str]
-    index_url: Optional[str] = None
-    base: Optional[str] = None
-    note: Optional[str] = None
+    pip: list[PipRequirement]
+    index_url: Optional[Url] = None
+    base: Optional[Name] = None
+    note: Optional[Text] = None
 
 
 class VersionEntry(_Strict):
-    python: str
-    apt: list[str] = []
-    constraints: list[str] = []
-    openmpi: Optional[str] = None
-    gpu_arch_missing: list[str] = []
-    gpu_arch_note: Optional[str] = None
-    toolchains: dict[str, ToolchainInstall]
+    python: Text
+    apt: list[AptPackage] = []
+    constraints: list[PipRequirement] = []
+    openmpi: Optional[Name] = None
+    gpu_arch_missing: list[Name] = []
+    gpu_arch_note: Optional[Text] = None
+    toolchains: dict[Name, ToolchainInstall]
 
 
 class FrameworkEntry(_Strict):
-    display: str
-    import_: str
-    backends: dict[str, dict[Literal["cpu", "gpu"], list[str]]] = {}
-    versions: dict[str, VersionEntry]
+    display: Text
+    import_: Identifier
+    backends: dict[Name, dict[Literal["cpu", "gpu"], list[PipRequirement]]] = {}
+    versions: dict[Name, VersionEntry]
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -85,9 +98,9 @@ class FrameworkEntry(_Strict):
 
 
 class CompatData(_Strict):
-    bases: dict[str, Base]
-    toolchains: dict[str, Toolchain]
-    frameworks: dict[str, FrameworkEntry]
+    bases: dict[Name, Base]
+    toolchains: dict[Name, Toolchain]
+    frameworks: dict[Name, FrameworkEntry]
 
 
 @dataclass(frozen=True)
@@ -122,13 +135,17 @@ class Dropped:
 
 @lru_cache(maxsize=4)
 def load_compat(path: Path = COMPAT_PATH) -> CompatData:
-    data, lines = load_yaml(path, "compatibility data")
+    data, lines = load_yaml(path, "compatibility data", option="images/compat.yaml")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the compatibility data must be a mapping (bases, toolchains, frameworks). "
+                        f"This file is project data; restore it from the repository.")
     try:
         compat = CompatData.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        raise UserError(f"{path}: key `{format_path(loc)}` (line {lines.get(loc, '?')}): {err['msg']}. "
+    except (ValidationError, TypeError) as exc:
+        err = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
+        loc = data_loc(data, err["loc"])
+        msg = printable(err["msg"].removeprefix("Value error, "))
+        raise UserError(f"{path}: key `{format_path(loc)}` (line {lines.get(loc, '?')}): {msg}. "
                         f"This file is project data; fix the entry.") from None
     for tc_name, tc in compat.toolchains.items():
         for base in (tc.plain, tc.registry):

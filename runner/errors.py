@@ -21,5 +21,22 @@ def format_path(path) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            if not text or any(c in text for c in "[] ") or not text.isprintable():
+                text = repr(text)  # a hostile key must not forge another path or break the line
+            out += ("." if out else "") + text
     return out or "(top level)"
+
+
+def data_loc(data, loc) -> tuple:
+    """The part of a pydantic error location that indexes into the data: pydantic adds a union's branch
+    names and `[key]` for dict keys, which are not keys of the matrix."""
+    out, cur = [], data
+    for part in loc:
+        if isinstance(cur, dict) and part in cur:
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(part)
+            cur = cur[part]
+    return tuple(out)

@@ -9,27 +9,46 @@ reason, in `Plan.dropped`.
 from __future__ import annotations
 
 import itertools
-import re
+from collections import Counter
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, NonNegativeInt, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, Strict, ValidationError, \
+    field_validator
 
 from bench.workloads import DATASETS, SYNTHETIC_MODELS, WORKLOADS
 from runner.compat import CompatData, Dropped, ImageChoice, load_compat, resolve
-from runner.errors import UserError, format_path
+from runner.errors import UserError, data_loc as _data_loc, format_path
+from runner.validate import check_name, check_option_key, check_option_value, check_requirement, id_value, printable
 from runner.yamlfile import load_yaml
 
 Precision = Literal["fp32", "fp16", "bf16", "amp"]
 Device = Literal["gpu", "cpu"]
-OptionValue = Union[bool, int, float, str]
+# Every string of the matrix is validated before it can reach a template, a path or a pip command line:
+# names and option keys come from a safe alphabet (they become cell ids and file names), requirements are
+# parsed by `packaging`, numbers are strict (YAML's `true` is not batch size 1) and bounded.
+Name = Annotated[str, Strict(), AfterValidator(check_name)]
+OptionKey = Annotated[str, Strict(), AfterValidator(check_option_key)]
+OptionValue = Annotated[Union[bool, int, float, str], PlainValidator(check_option_value)]
+PipRequirement = Annotated[str, Strict(), AfterValidator(check_requirement)]
+PositiveInt = Annotated[int, Strict(), Field(gt=0, le=10 ** 9)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0, le=10 ** 9)]
+GpuCount = Annotated[int, Strict(), Field(gt=0, le=64)]
+BatchSize = Annotated[int, Strict(), Field(gt=0, le=1 << 20)]
+Seconds = Annotated[int, Strict(), Field(gt=0, le=7 * 24 * 3600)]
+Options = dict[OptionKey, OptionValue]
+# Plans bigger than this are refused before they are built (10^6 cells took minutes and GBs);
+# DLBENCH_MAX_CELLS raises it.
+DEFAULT_MAX_CELLS = 10_000
 
 
 def _unique(values, what):
     if values is not None and len(set(values)) != len(values):
-        dupes = sorted({str(v) for v in values if values.count(v) > 1})
-        raise ValueError(f"duplicate {what}: {', '.join(dupes)}")
+        counts = Counter(values)  # not values.count: quadratic on a long hostile list
+        dupes = sorted({str(v) for v, n in counts.items() if n > 1})
+        raise ValueError(f"duplicate {what}: {', '.join(dupes[:10])}")
     return values
 
 
@@ -38,11 +57,11 @@ class _Strict(BaseModel):
 
 
 class FrameworkSpec(_Strict):
-    versions: list[str] = Field(min_length=1)
-    extra_pip: list[str] = []
-    base: Optional[str] = None
-    python: Optional[str] = None
-    options: dict[str, OptionValue] = {}
+    versions: list[Name] = Field(min_length=1)
+    extra_pip: list[PipRequirement] = []
+    base: Optional[Name] = None
+    python: Optional[Name] = None
+    options: Options = {}
 
     @field_validator("versions")
     @classmethod
@@ -53,25 +72,25 @@ class FrameworkSpec(_Strict):
 class Variant(_Strict):
     """One more cell per variant, with these options on top of the framework's and workload's
     (seed 001 compares NHWC/NCHW with and without XLA in one table); `framework` limits it to one."""
-    framework: Optional[str] = None
-    options: dict[str, OptionValue] = Field(min_length=1)
+    framework: Optional[Name] = None
+    options: Options = Field(min_length=1)
 
 
 class WorkloadSpec(_Strict):
-    batch_sizes: Optional[list[PositiveInt]] = Field(default=None, min_length=1)
+    batch_sizes: Optional[list[BatchSize]] = Field(default=None, min_length=1)
     precisions: Optional[list[Precision]] = Field(default=None, min_length=1)
     iterations: Optional[PositiveInt] = None
     epochs: Optional[PositiveInt] = None
     warmup: Optional[NonNegativeInt] = None
     eval_batches: Optional[PositiveInt] = None
-    gpus: Optional[list[PositiveInt]] = Field(default=None, min_length=1)
+    gpus: Optional[list[GpuCount]] = Field(default=None, min_length=1)
     devices: Optional[list[Device]] = Field(default=None, min_length=1)
-    datasets: Optional[list[str]] = Field(default=None, min_length=1)
-    models: Optional[list[str]] = Field(default=None, min_length=1)
-    synthetic: Optional[bool] = None
-    timeout_s: Optional[PositiveInt] = None
-    options: dict[str, OptionValue] = {}
-    variants: Optional[list[Variant]] = Field(default=None, min_length=1)
+    datasets: Optional[list[Name]] = Field(default=None, min_length=1)
+    models: Optional[list[Name]] = Field(default=None, min_length=1)
+    synthetic: Optional[Annotated[bool, Strict()]] = None
+    timeout_s: Optional[Seconds] = None
+    options: Options = {}
+    variants: Optional[list[Variant]] = Field(default=None, min_length=1, max_length=500)
 
     @field_validator("batch_sizes", "precisions", "gpus", "devices", "datasets", "models")
     @classmethod
@@ -80,22 +99,22 @@ class WorkloadSpec(_Strict):
 
 
 class Rule(_Strict):
-    framework: Optional[str] = None
-    version: Optional[str] = None
-    toolchain: Optional[str] = None
-    python: Optional[str] = None
-    workload: Optional[str] = None
-    model: Optional[str] = None
-    dataset: Optional[str] = None
-    batch_size: Optional[PositiveInt] = None
+    framework: Optional[Name] = None
+    version: Optional[Name] = None
+    toolchain: Optional[Name] = None
+    python: Optional[Name] = None
+    workload: Optional[Name] = None
+    model: Optional[Name] = None
+    dataset: Optional[Name] = None
+    batch_size: Optional[BatchSize] = None
     precision: Optional[Precision] = None
     device: Optional[Device] = None
-    gpus: Optional[NonNegativeInt] = None
+    gpus: Optional[Annotated[int, Strict(), Field(ge=0, le=64)]] = None
 
 
 class Profile(_Strict):
-    timeout_s: Optional[PositiveInt] = None
-    workloads: dict[str, WorkloadSpec] = {}
+    timeout_s: Optional[Seconds] = None
+    workloads: dict[Name, WorkloadSpec] = {}
 
 
 REGISTRY_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
@@ -103,14 +122,15 @@ REGISTRY_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(
 
 class MatrixFile(_Strict):
     base: Literal["plain", "registry"] = "plain"
-    profile: str = "auto"
+    profile: Name = "auto"
     device: Literal["auto", "gpu", "cpu"] = "auto"
-    frameworks: dict[str, FrameworkSpec] = Field(min_length=1)
-    toolchains: list[str] = Field(min_length=1)
-    workloads: dict[str, Optional[WorkloadSpec]] = Field(min_length=1)
-    include: list[Rule] = []
-    exclude: list[Rule] = []
-    profiles: dict[str, Profile] = {}
+    frameworks: dict[Name, FrameworkSpec] = Field(min_length=1)
+    toolchains: list[Name] = Field(min_length=1)
+    workloads: dict[Name, Optional[WorkloadSpec]] = Field(min_length=1)
+    # every rule is matched against every cell: bounded, like the cell count
+    include: list[Rule] = Field(default=[], max_length=500)
+    exclude: list[Rule] = Field(default=[], max_length=500)
+    profiles: dict[Name, Profile] = {}
     # host[:port][/prefix] of an image registry the Slurm backend pushes to and its jobs pull from by digest
     registry: Optional[str] = Field(default=None, pattern=REGISTRY_PATTERN)
 
@@ -163,8 +183,7 @@ class Cell:
             parts.append(self.dataset)
         parts += [f"b{self.batch_size}", self.precision, f"{self.device}{self.gpus if self.gpus else ''}"]
         for key, value in self.variant:
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            parts += [key, re.sub(r"[^A-Za-z0-9.]+", "_", text)]
+            parts += [key, id_value(value)]  # injective: see runner.validate.id_value
         return "-".join(parts)
 
     def field(self, name: str):
@@ -198,9 +217,10 @@ def _explain(loc, err, model_fields_by_loc) -> str:
     if kind == "missing":
         return "this key is required"
     msg = err["msg"].removeprefix("Value error, ")
-    if "input" in err and kind not in ("too_short",):
-        msg += f" (got {err['input']!r})"
-    return msg
+    if "input" in err and kind not in ("too_short", "value_error"):
+        got = repr(err["input"])
+        msg += f" (got {got if len(got) <= 80 else got[:77] + '...'})"
+    return printable(msg)
 
 
 def _fields_at(loc) -> str:
@@ -227,7 +247,7 @@ def _fail(path: Path, lines: dict, loc: tuple, problem: str, fix: str = "") -> U
     text = f"{path}: key `{format_path(loc)}`{where}: {problem}."
     if fix:
         text += f" {fix}"
-    return UserError(text)
+    return UserError(printable(text))  # a hostile key or value must not break the paragraph
 
 
 def load_matrix(path: Path) -> tuple[MatrixFile, dict]:
@@ -243,9 +263,7 @@ def load_matrix(path: Path) -> tuple[MatrixFile, dict]:
     except ValidationError as exc:
         errors = exc.errors()
         first = errors[0]
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        # pydantic reports a union's branches; keep the path into the data only.
-        loc = tuple(p for p in loc if p not in ("bool", "int", "float", "str", "WorkloadSpec"))
+        loc = _data_loc(data, first["loc"])
         more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
         raise _fail(path, lines, loc, _explain(loc, first, _fields_at) + more,
                     "Fix that key and run `python -m runner plan` again.") from None
@@ -411,8 +429,12 @@ def expand(matrix: MatrixFile, *, path: Path, lines: dict, profile: str, device:
 
     cells: list[Cell] = []
     seen: set = set()
-    for wl_name, wl_spec in selected_workloads.items():
-        wl = _merge(wl_spec, prof.workloads.get(wl_name))
+    limit = max_cells()
+    merged = {name: _merge(spec, prof.workloads.get(name)) for name, spec in selected_workloads.items()}
+    count = sum(_count_cells(name, wl, images, frameworks, device) for name, wl in merged.items())
+    if count > limit:
+        raise _too_many(path, count, limit)
+    for wl_name, wl in merged.items():
         cells.extend(_workload_cells(wl_name, wl, images, frameworks, device, default_timeout))
 
     cells = [c for c in cells if not any(_rule_matches(r, _rule_values(c)) for r in matrix.exclude)]
@@ -432,7 +454,10 @@ def expand(matrix: MatrixFile, *, path: Path, lines: dict, profile: str, device:
                             "Remove the include entry or narrow it.")
             seen.add(c.key)
             cells.append(c)
+        if len(cells) > limit:
+            raise _too_many(path, len(cells), limit)
 
+    _check_ids_unique(cells, path)
     if not cells:
         reason = "every combination was excluded or dropped"
         if dropped:
@@ -442,6 +467,63 @@ def expand(matrix: MatrixFile, *, path: Path, lines: dict, profile: str, device:
                         f"to match the toolchains listed.")
     return Plan(matrix_path=path, profile=profile, device=device, cells=cells, dropped=dropped,
                 images=list(images.values()), skipped_note=skipped_note, registry=matrix.registry)
+
+
+def max_cells() -> int:
+    raw = os.environ.get("DLBENCH_MAX_CELLS", "")
+    if not raw:
+        return DEFAULT_MAX_CELLS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"DLBENCH_MAX_CELLS={printable(raw)[:40]}: expected a positive number of cells (the limit "
+                        f"on a plan's size; default {DEFAULT_MAX_CELLS}). Set it to a number or unset it.")
+    return value
+
+
+def _too_many(path, count: int, limit: int) -> UserError:
+    return UserError(f"{path}: the matrix expands to {count} cells, more than the limit of {limit} (each cell is "
+                     f"one container run). Narrow `batch_sizes:`, `models:`, `precisions:` or `variants:`, select "
+                     f"with --only/--workload, or raise the limit with DLBENCH_MAX_CELLS={count}.")
+
+
+def _count_cells(wl_name: str, wl: WorkloadSpec, images: dict, frameworks: dict, device: str) -> int:
+    """How many cells _workload_cells would make, without making them (a 10^6-cell matrix is refused
+    before it costs minutes and GBs)."""
+    entry = WORKLOADS[wl_name]
+    devices = ["cpu"] if device == "cpu" else (wl.devices or ["gpu"])
+    per_image = len(wl.models or entry.get("models") or [None]) * len(wl.datasets or [None]) * \
+        len(wl.batch_sizes or [None]) * len(wl.precisions or [None])
+    total = 0
+    for image in images.values():
+        if image.device not in devices:
+            continue
+        variants = sum(1 for v in wl.variants or () if v.framework in (None, image.framework)) or 1
+        gpu_counts = len(wl.gpus or [1]) if image.device == "gpu" else 1
+        total += per_image * variants * gpu_counts
+    return total
+
+
+def describe_cell(c: Cell) -> str:
+    text = f"{c.framework} {c.version} {c.toolchain} py{c.python} {c.workload}"
+    text += "".join(f" {v}" for v in (c.model, c.dataset) if v)
+    text += f" b{c.batch_size} {c.precision} {c.device} gpus={c.gpus}"
+    text += "".join(f" {k}={v!r}" for k, v in c.variant)
+    return printable(text)
+
+
+def _check_ids_unique(cells: list[Cell], path) -> None:
+    """Two different cells must never share a result file. Compared case-folded: on a case-insensitive
+    file system NHWC.json and nhwc.json are one file."""
+    by_id: dict[str, Cell] = {}
+    for c in cells:
+        other = by_id.setdefault(c.id.casefold(), c)
+        if other is not c and other.key != c.key:
+            raise UserError(f"{path}: two different cells get the same id {c.id!r} (so the same result file): "
+                            f"[{describe_cell(other)}] and [{describe_cell(c)}]. Make their variant options "
+                            f"differ by more than letter case or punctuation, or drop one of them.")
 
 
 def _rule_values(c: Cell) -> dict:

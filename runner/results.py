@@ -13,6 +13,7 @@ import platform
 import re
 import secrets
 import socket
+import stat
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -22,11 +23,16 @@ import jsonschema
 
 from runner import BENCH_DIR
 from runner.errors import UserError
+from runner.validate import printable
 
 SCHEMA_PATH = BENCH_DIR / "schema" / "result-v1.json"
 SCHEMA_VERSION = 1
 FAILURE_STATUSES = ("error", "timeout", "interrupted")
 CELL_REQUIRED = ("framework", "workload", "batch_size", "precision", "device", "gpus")
+# A result file is a few KiB; these bound what a hostile one can cost the report.
+MAX_RESULT_BYTES = 16 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class ResultError(UserError):
@@ -60,32 +66,89 @@ def validate_result(obj) -> list[str]:
     return [f"{_error_path(e)}: {e.message}" for e in errors]
 
 
-def load_result(path) -> dict:
-    """Read and validate one result file; ResultError (one line) when it is missing, unparseable or invalid."""
+def _depth_exceeds(obj, limit: int) -> bool:
+    stack = [(obj, 1)]
+    while stack:  # iterative: a deep document must not exhaust the interpreter's stack here either
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def read_json_file(path, what: str = "result file"):
+    """The JSON document in a regular file (not a symlink, device or pipe) of bounded size and depth;
+    ResultError (one line, naming the file) otherwise."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        st = os.lstat(path)
     except FileNotFoundError:
-        raise ResultError(f"{path}: result file is missing") from None
+        raise ResultError(f"{path}: {what} is missing") from None
     except OSError as e:
-        raise ResultError(f"{path}: cannot read result file ({e})") from None
-    return parse_result(data, path)
+        raise ResultError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ResultError(f"{path}: {what} is a symbolic link; only regular files are read (a link could point "
+                          f"at any file on the host)")
+    if not stat.S_ISREG(st.st_mode):
+        raise ResultError(f"{path}: {what} is not a regular file (a directory, device or pipe)")
+    if st.st_size > MAX_RESULT_BYTES:
+        raise ResultError(f"{path}: {what} is too big ({st.st_size} bytes; the limit is {MAX_RESULT_BYTES})")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ResultError(f"{path}: {what} is not a regular file")
+            data = f.read(MAX_RESULT_BYTES + 1)
+    except OSError as e:
+        raise ResultError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    if len(data) > MAX_RESULT_BYTES:
+        raise ResultError(f"{path}: {what} is too big (over {MAX_RESULT_BYTES} bytes)")
+    return parse_json_bytes(data, path, what)
 
 
-def parse_result(data: bytes, name) -> dict:
-    """Parse and validate a result's bytes (`name` says where they came from in messages)."""
+def parse_json_bytes(data: bytes, path, what: str = "result file"):
+    """The JSON document in `data` (`path` names where it came from), of bounded depth; ResultError otherwise."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ResultError(f"{name}: cannot read result file ({e})") from None
+        raise ResultError(f"{path}: cannot read {what} (not UTF-8: byte 0x{data[e.start]:02x} at offset "
+                          f"{e.start})") from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ResultError(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        raise ResultError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise ResultError(f"{path}: not a usable {what}: JSON nested too deep") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ResultError(f"{path}: not valid JSON ({printable(e)[:120]})") from None
+    if _depth_exceeds(obj, MAX_JSON_DEPTH):
+        raise ResultError(f"{path}: not a usable {what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return obj
+
+
+def load_result(path) -> dict:
+    """Read and validate one result file; ResultError (one line) when it is missing, unparseable or invalid."""
+    path = Path(path)
+    return _validated(read_json_file(path), path)
+
+
+def parse_result(data: bytes, name) -> dict:
+    """Parse and validate a result's bytes as a backend hands them back (`name` says where they came from)."""
+    if len(data) > MAX_RESULT_BYTES:
+        raise ResultError(f"{name}: result file is too big ({len(data)} bytes; the limit is {MAX_RESULT_BYTES})")
+    return _validated(parse_json_bytes(data, name), name)
+
+
+def _validated(obj, path) -> dict:
     errors = validate_result(obj)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ResultError(f"{name}: does not match {SCHEMA_PATH.name}: {errors[0]}{more}")
+        first = printable(errors[0])
+        first = first if len(first) <= 300 else first[:297] + "..."
+        raise ResultError(f"{path}: does not match {SCHEMA_PATH.name}: {first}{more}")
     return obj
 
 
@@ -110,6 +173,10 @@ def write_result(path, obj) -> None:
 def atomic_write_text(path: Path, text: str, mode: int, before_replace=None) -> None:
     """Write text to a temp file beside `path`, fsync, then os.replace: readers never see half a file.
     `mode` is the final permission (mkstemp makes 0600)."""
+    if path.is_symlink():
+        # os.replace would turn the link into a plain file; writing through it could change any file.
+        raise UserError(f"{path} is a symbolic link; dlbench does not replace or write through links. Pass the "
+                        f"file it points at ({os.path.realpath(path)}) instead, or remove the link.")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
@@ -241,8 +308,8 @@ def load_run(run_dir) -> list[dict]:
             obj = load_result(path)
         except ResultError as e:
             try:
-                raw = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                raw = read_json_file(path)
+            except ResultError:
                 raw = None
             obj = error_result(_salvage_cell(raw, run_dir, path), "error",
                                f"unusable result file {path.name}: {str(e).split(': ', 1)[-1]}")
@@ -266,6 +333,25 @@ def load_run(run_dir) -> list[dict]:
             obj["cell"]["id"] = path.stem
         out.append(obj)
     return out
+
+
+def check_run_id(value) -> str:
+    """A run id names a directory directly under the results root: letters, digits and . _ - only, starting
+    with a letter or digit (so never `..`, `/` or a hidden name). UserError otherwise."""
+    if not isinstance(value, str) or not RUN_ID_RE.fullmatch(value):
+        raise UserError(f"run id {printable(repr(value))[:120]} is refused: a run id is a plain directory name of "
+                        f"letters, digits and . _ - (at most 100, starting with a letter or digit), such as "
+                        f"20261122-061500-ab12. Pass such a name to --run-id/--resume.")
+    return value
+
+
+def inside(root, name: str) -> Path:
+    """root/name, checked to stay inside root once resolved (UserError otherwise)."""
+    root_path = Path(root).resolve()
+    path = (root_path / name).resolve()
+    if path.parent != root_path:
+        raise UserError(f"{root_path / name}: leaves {root_path}; refusing to write there.")
+    return path
 
 
 def new_run_id() -> str:

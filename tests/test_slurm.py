@@ -94,7 +94,7 @@ def test_smoke_cells_of_two_frameworks_run_as_slurm_jobs(cluster, smoke_images, 
         built = smoke_images[cell["framework"]]
         assert cell["image"] == built.tag
         assert cell["image_id"] == docker_client.images.get(built.tag).id
-        assert f"sha256:" in (run_dir / ".slurm" / f"{cell['id']}.job.json").read_text()
+        assert "sha256:" in (run_dir / ".slurm" / f"{cell['id']}.job.json").read_text()
     catalog = json.load(urllib.request.urlopen(f"http://{cluster}/v2/_catalog", timeout=10))
     assert {"dlbench-test/dlbench/pytorch", "dlbench-test/dlbench/tensorflow"} <= set(catalog["repositories"])
     # the same tables as the Docker backend's

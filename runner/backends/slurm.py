@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 from rich.console import Console
-from rich.markup import escape
 
 from runner import ROOT
 from runner.backends.docker import ContainerRun, container_spec, gpu_options, prepare_images

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Optional
 
 from runner.render import CONTAINER_UID
+from runner.results import MAX_RESULT_BYTES
 
-MAX_RESULT_BYTES = 32 << 20   # a result with every per-step sample is well under 1 MiB
 
 
 def prepare_staging(staging: Path, for_container_uid: bool) -> None:
