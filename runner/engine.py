@@ -91,8 +91,11 @@ def probe_gpu_support(client: docker.DockerClient, image: str, count: int = 1) -
     request = docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])
     container = None
     try:
+        # locked down like a cell's container (runner/backends/docker.py): it only has to start
         container = client.containers.create(image, entrypoint=["true"], command=[], network_mode="none",
-                                             device_requests=[request], labels={"dlbench.probe": "gpu"})
+                                             device_requests=[request], labels={"dlbench.probe": "gpu"},
+                                             user="1000:1000", cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                                             read_only=True, pids_limit=64, mem_limit="256m")
         container.start()
         container.wait(timeout=60)
         return None

@@ -89,6 +89,8 @@ class WorkloadSpec(_Strict):
     models: Optional[list[Name]] = Field(default=None, min_length=1)
     synthetic: Optional[Annotated[bool, Strict()]] = None
     timeout_s: Optional[Seconds] = None
+    # the container's memory limit in GB (default: most of the host's memory; see runner/backends/docker.py)
+    memory_gb: Optional[Annotated[float, Field(gt=0, le=1 << 16, allow_inf_nan=False)]] = None
     options: Options = {}
     variants: Optional[list[Variant]] = Field(default=None, min_length=1, max_length=500)
 
@@ -168,6 +170,7 @@ class Cell:
     options: tuple[tuple[str, Any], ...]
     image: ImageChoice = field(compare=False, hash=False, repr=False)
     variant: tuple[tuple[str, Any], ...] = ()   # the variant's own options, part of the id
+    memory_gb: Optional[float] = field(default=None, compare=False, hash=False)
 
     @property
     def key(self) -> tuple:
@@ -561,7 +564,7 @@ def _workload_cells(wl_name: str, wl: WorkloadSpec, images: dict, frameworks: di
                 warmup=wl.warmup if wl.warmup is not None else defaults.get("warmup"),
                 eval_batches=wl.eval_batches if wl.eval_batches is not None else defaults.get("eval_batches"),
                 synthetic=bool(wl.synthetic), timeout_s=wl.timeout_s or default_timeout,
-                options=options, image=image, variant=variant))
+                options=options, image=image, variant=variant, memory_gb=wl.memory_gb))
     return out
 
 

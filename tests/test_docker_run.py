@@ -114,6 +114,9 @@ def test_device_requests_reach_the_engine(torch_image, docker_client, tmp_path):
                                                "Capabilities": [["gpu"]], "Options": {}}]
             assert host["NetworkMode"] == "none" and host["CapDrop"] == ["ALL"]
             assert host["SecurityOpt"] == ["no-new-privileges"] and not host["Privileged"]
+            assert host["ReadonlyRootfs"] and host["PidsLimit"] == 4096 and host["Memory"] > 0
+            assert {"Name": "nofile", "Soft": 65536, "Hard": 65536} in host["Ulimits"]
+            assert {"Name": "memlock", "Soft": -1, "Hard": -1} in host["Ulimits"]
         finally:
             container.remove(force=True)
 

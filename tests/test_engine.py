@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import socket
 import tarfile
 import threading
@@ -162,6 +163,23 @@ def test_container_spec_is_locked_down(torch_cell, tmp_path):
     assert spec["environment"]["DLBENCH_MACHINE"] == "test machine"
     assert spec["shm_size"] == "2g" and "device_requests" not in spec
     assert spec["command"][-1] == f"/results/{cell.id}.json"
+    # read-only image, scratch in tmpfs, bounded processes, memory and open files
+    assert spec["read_only"] is True and set(spec["tmpfs"]) == {"/tmp", "/home/bench"}
+    assert spec["pids_limit"] == 4096 and spec["mem_limit"] == spec["memswap_limit"]
+    assert [dict(u) for u in spec["ulimits"]] == [{"Name": "nofile", "Soft": 65536, "Hard": 65536}]
+
+
+def test_memory_limit_follows_the_workload_then_the_host(torch_cell, tmp_path, monkeypatch):
+    plan, rendered, cell = torch_cell
+    image = next(iter(rendered.values()))
+    sized = dataclasses.replace(cell, memory_gb=1.5)
+    assert container_spec(_ctx(plan, tmp_path), sized, image.tag, None, tmp_path, [])["mem_limit"] == "1536m"
+    monkeypatch.setenv("DLBENCH_CELL_MEMORY_GB", "3")
+    assert container_spec(_ctx(plan, tmp_path), cell, image.tag, None, tmp_path, [])["mem_limit"] == "3072m"
+    monkeypatch.delenv("DLBENCH_CELL_MEMORY_GB")
+    host_mb = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) >> 20
+    limit = int(container_spec(_ctx(plan, tmp_path), cell, image.tag, None, tmp_path, [])["mem_limit"][:-1])
+    assert 0.85 * host_mb < limit < host_mb
 
 
 def test_device_requests_for_one_and_two_gpus(torch_cell, tmp_path):

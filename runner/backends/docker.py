@@ -9,6 +9,7 @@ backend runs this same container spec on its nodes (`container_spec` and `Contai
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -52,6 +53,22 @@ def gpu_options(count: int, gpu_ids: Optional[list]) -> dict[str, Any]:
                         docker.types.Ulimit(name="stack", soft=67108864, hard=67108864)]}
 
 
+CONTAINER_HOME = "/home/bench"    # the image's user (images/base.Dockerfile.j2)
+PIDS_LIMIT = 4096                 # data-loader workers and framework thread pools stay far below it
+NOFILE = 65536
+
+
+def memory_limit(cell: Cell) -> str:
+    """The container's memory (and memory+swap: no swap) limit: the workload's `memory_gb`, else
+    DLBENCH_CELL_MEMORY_GB, else 90 % of the host's memory, so a runaway cell is OOM-killed (status oom)
+    before it takes the host down."""
+    gb = cell.memory_gb or float(os.environ.get("DLBENCH_CELL_MEMORY_GB") or 0)
+    if gb > 0:
+        return f"{int(gb * 1024)}m"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(256, int(total * 0.9) >> 20)}m"
+
+
 def shm_size(cell: Cell) -> str:
     return f"{max(2, 8 * cell.gpus)}g" if cell.device == "gpu" else "2g"
 
@@ -80,11 +97,26 @@ def container_spec(ctx, cell: Cell, image_tag: str, image_id: Optional[str], sta
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         privileged=False,
+        # nothing of the image can be changed; frameworks' caches and scratch go to memory-backed tmpfs
+        read_only=True,
+        tmpfs={"/tmp": "rw,nosuid,nodev,size=4g,mode=1777",
+               CONTAINER_HOME: f"rw,nosuid,nodev,size=2g,uid={CONTAINER_UID},gid={CONTAINER_UID},mode=0700"},
+        pids_limit=PIDS_LIMIT,
+        mem_limit=memory_limit(cell),
+        memswap_limit=memory_limit(cell),
+        ulimits=[nofile_ulimit()],
         detach=True,
     )
     if cell.device == "gpu":
-        spec.update(gpu_options(cell.gpus, gpu_ids))
+        gpu = gpu_options(cell.gpus, gpu_ids)
+        spec["ulimits"] = spec["ulimits"] + gpu.pop("ulimits", [])
+        spec.update(gpu)
     return spec
+
+
+def nofile_ulimit():
+    import docker
+    return docker.types.Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)
 
 
 class ContainerRun:

@@ -172,7 +172,8 @@ class SlurmBackend:
         ref = self.refs.get(image.tag, image.tag)
         spec = container_spec(ctx, cell, ref, None, staging, None)
         spec.pop("device_requests", None)
-        spec.pop("ulimits", None)
+        spec["mem_limit"] = spec["memswap_limit"] = memory_of(cell).lower()   # what the job was granted
+        spec["ulimits"] = [dict(u) for u in spec.get("ulimits", []) if u["Name"] == "nofile"]
         job = {"spec": spec, "gpus": cell.gpus if cell.device == "gpu" else 0, "timeout": int(timeout),
                "log": str(log_path), "outcome": str(outcome_file), "pull": ref != image.tag,
                "image_tag": image.tag}
@@ -357,10 +358,14 @@ def node_main(job_file: str) -> int:
         spec["environment"].update(DLBENCH_MACHINE=machine_description(), DLBENCH_IMAGE=job["image_tag"],
                                    DLBENCH_IMAGE_ID=image.id)
         spec["hostname"] = socket.gethostname()[:63]
+        spec["ulimits"] = [docker.types.Ulimit(name=u["Name"], soft=u["Soft"], hard=u["Hard"])
+                           for u in spec.get("ulimits", [])]
         if job["gpus"]:
             visible = os.environ.get("SLURM_JOB_GPUS") or os.environ.get("CUDA_VISIBLE_DEVICES") or ""
             ids = [g for g in visible.split(",") if g.strip()]
-            spec.update(gpu_options(job["gpus"], ids or None))
+            gpu = gpu_options(job["gpus"], ids or None)
+            spec["ulimits"] += gpu.pop("ulimits")
+            spec.update(gpu)
         ex = ContainerRun(client, stop).run(spec, log_path, int(job["timeout"]))
         outcome.update(exit_code=ex.exit_code, timed_out=ex.timed_out, oom_killed=ex.oom_killed, error=ex.error,
                        seconds=ex.seconds)
