@@ -159,12 +159,21 @@ class Scheduler:
     def record(self, cell: Cell, obj: dict, seconds: Optional[float] = None) -> None:
         from runner.results import ResultError, write_result
         path = self.ctx.run_dir / f"{cell.id}.json"
+        written = True
         try:
             write_result(path, obj)
         except ResultError as exc:
+            written = False
             self.ctx.console.print(f"[red]{escape(str(exc))}[/]")
+        except OSError as exc:  # e.g. the results filesystem is full: nothing half-written, and say so
+            written = False
+            self.ctx.console.print(
+                f"[bold red]cannot write the result of {escape(cell.id)} to {escape(str(path))}: "
+                f"{escape(exc.strerror or str(exc))}[/]. Its outcome was {obj['status']}; no partial file was left. "
+                f"Free space (or fix the directory) and run `python -m runner run --resume {self.ctx.run_id}` "
+                f"to run it again.")
         with self.lock:
-            self.done[cell.id] = obj["status"]
+            self.done[cell.id] = obj["status"] if written else "unwritten"
             self.counter += 1
             n = self.counter
         status = obj["status"]

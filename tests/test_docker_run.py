@@ -115,7 +115,7 @@ def test_device_requests_reach_the_engine(torch_image, docker_client, tmp_path):
             assert host["NetworkMode"] == "none" and host["CapDrop"] == ["ALL"]
             assert host["SecurityOpt"] == ["no-new-privileges"] and not host["Privileged"]
             assert host["ReadonlyRootfs"] and host["PidsLimit"] == 4096 and host["Memory"] > 0
-            assert {"Name": "nofile", "Soft": 65536, "Hard": 65536} in host["Ulimits"]
+            assert any(u["Name"] == "nofile" and u["Hard"] <= 16384 for u in host["Ulimits"])
             assert {"Name": "memlock", "Soft": -1, "Hard": -1} in host["Ulimits"]
         finally:
             container.remove(force=True)
@@ -235,7 +235,7 @@ def test_build_never_bakes_credentials(debian_base, docker_client, tmp_path, qui
         monkeypatch.setenv("PIP_INDEX_URL", f"https://bob:{secret}@mirror.invalid/simple")
         with pytest.raises(UserError) as err:
             build_images([image], rebuild=True, console=quiet_console, log_dir=tmp_path, client=docker_client)
-        assert "PIP_INDEX_URL contains credentials" in err.value.message and secret not in err.value.message
+        assert "PIP_INDEX_URL is refused" in err.value.message and secret not in err.value.message
     finally:
         try:
             docker_client.images.remove(image.tag, force=True)

@@ -132,7 +132,8 @@ def test_gpu_cells_ask_slurm_for_gres(cluster, torch_image, tmp_path, monkeypatc
     (job_id,) = _job_ids(run_dir / "logs" / f"{cell_id}.log")
     raw = _scontrol_raw(job_id)
     assert "TresPerNode=gres:gpu:2" in raw, raw
-    assert "gres/gpu=2" in raw, raw                  # allocated, not only asked for
+    log = (run_dir / "logs" / f"{cell_id}.log").read_text()
+    assert "Slurm allocated GPU(s) 0,1" in log, log   # allocated on the node, not only asked for
     assert f"run=slurm-gres cell={cell_id}" in raw
 
 

@@ -55,7 +55,7 @@ def gpu_options(count: int, gpu_ids: Optional[list]) -> dict[str, Any]:
 
 CONTAINER_HOME = "/home/bench"    # the image's user (images/base.Dockerfile.j2)
 PIDS_LIMIT = 4096                 # data-loader workers and framework thread pools stay far below it
-NOFILE = 65536
+NOFILE = 16384
 
 
 def memory_limit(cell: Cell) -> str:
@@ -115,8 +115,13 @@ def container_spec(ctx, cell: Cell, image_tag: str, image_id: Optional[str], sta
 
 
 def nofile_ulimit():
+    """The open-file limit: NOFILE, or this host's own hard limit where that is lower (runc cannot raise a
+    container's limit above the engine's)."""
+    import resource
     import docker
-    return docker.types.Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    n = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
+    return docker.types.Ulimit(name="nofile", soft=n, hard=n)
 
 
 class ContainerRun:

@@ -363,6 +363,9 @@ def node_main(job_file: str) -> int:
         if job["gpus"]:
             visible = os.environ.get("SLURM_JOB_GPUS") or os.environ.get("CUDA_VISIBLE_DEVICES") or ""
             ids = [g for g in visible.split(",") if g.strip()]
+            outcome["gpus"] = ids
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"[node {socket.gethostname()}] Slurm allocated GPU(s) {','.join(ids) or '?'}\n")
             gpu = gpu_options(job["gpus"], ids or None)
             spec["ulimits"] += gpu.pop("ulimits")
             spec.update(gpu)

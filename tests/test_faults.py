@@ -1,0 +1,163 @@
+"""Fault injection on the real engine, in real containers: whatever breaks, every finished result stays
+intact, the cells the fault hit get a result saying what happened, and `--resume` completes the run.
+The table of faults and outcomes is docs/faults.md."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from rich.console import Console
+
+from conftest import containers_with_label, plan_and_images
+from runner import ROOT
+
+pytestmark = pytest.mark.docker
+
+SMOKE = ["--profile", "smoke", "--device", "cpu", "--only", "pytorch"]
+WORKLOADS = ["alexnet-fwd", "alexnet-fwdbwd", "resnet50-inference"]
+
+
+def _quiet():
+    return Console(file=open(os.devnull, "w"))
+
+
+def _wait_until(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _results(run_dir):
+    from runner.results import load_result
+    return {p.stem: load_result(p) for p in run_dir.glob("*.json")}
+
+
+def test_a_container_killed_mid_cell_is_an_error_and_the_others_finish(torch_image, docker_client, tmp_path,
+                                                                       monkeypatch):
+    import runner.backends.docker as docker_backend
+    from runner.options import RunOptions
+    from runner.run import run_plan
+    plan, rendered = plan_and_images(only=["pytorch"], workload=WORKLOADS)
+    victim = plan.cells[1]
+    original = docker_backend.container_spec
+
+    def victim_sleeps(ctx, cell, *args, **kwargs):
+        spec = original(ctx, cell, *args, **kwargs)
+        if cell.id == victim.id:
+            spec.update(entrypoint=["sleep", "600"], command=[])
+        return spec
+
+    monkeypatch.setattr(docker_backend, "container_spec", victim_sleeps)
+
+    def running_victim():
+        for container in containers_with_label(docker_client, f"dlbench.cell-id={victim.id}"):
+            container.reload()
+            if container.status == "running":
+                return container
+        return None
+
+    def kill_victim():
+        _wait_until(running_victim, 600, "the victim's container").kill(signal="SIGKILL")
+
+    threading.Thread(target=kill_victim, daemon=True).start()
+    run_dir, code = run_plan(plan, rendered, RunOptions(results_dir=tmp_path / "results"), _quiet())
+    assert code == 1
+    results = _results(run_dir)
+    assert len(results) == len(plan.cells)
+    assert results[victim.id]["status"] == "error" and "code 137 (killed: SIGKILL)" in results[victim.id]["message"]
+    assert all(r["status"] == "ok" for cid, r in results.items() if cid != victim.id)
+
+
+def test_the_runner_killed_mid_run_then_resumed(torch_image, docker_client, tmp_path):
+    """SIGKILL leaves no chance to clean up: a stale lock, a leftover container, a cell without a result."""
+    root = tmp_path / "results"
+    cmd = [sys.executable, "-m", "runner", "run", *SMOKE, "--workload", ",".join(WORKLOADS),
+           "--results-dir", str(root), "--run-id", "killed"]
+    proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = root / "killed"
+    try:
+        _wait_until(lambda: list(run_dir.glob("*.json")), 600, "a first result")
+        _wait_until(lambda: containers_with_label(docker_client, "dlbench.run-id=killed"), 300, "a second cell")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    first = {p.name: p.read_bytes() for p in run_dir.glob("*.json")}
+    assert (run_dir / ".runner.lock").exists()                 # stale: its runner is dead
+    again = subprocess.run([sys.executable, "-m", "runner", "run", *SMOKE, "--workload", ",".join(WORKLOADS),
+                            "--results-dir", str(root), "--resume", "killed"], cwd=str(ROOT),
+                           capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {r["status"] for r in _results(run_dir).values()} == {"ok"} and len(_results(run_dir)) == 3
+    for name, data in first.items():
+        assert (run_dir / name).read_bytes() == data            # finished results never rewritten
+    assert not containers_with_label(docker_client, "dlbench.run-id=killed")
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 4 MiB tmpfs for the results: small enough to fill."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs here (root is needed): {proc.stderr.strip()}", pytrace=False)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_results_filesystem_loses_nothing_and_resume_completes(torch_image, docker_client, small_fs):
+    from runner.options import RunOptions
+    from runner.run import run_plan
+    import io
+    plan, rendered = plan_and_images(only=["pytorch"], workload=["alexnet-fwd"])
+    filler = small_fs / "filler"
+
+    def fill_when_the_run_starts():
+        _wait_until(lambda: (small_fs / "results" / "full" / ".runner.lock").exists(), 300, "the run to start")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+
+    threading.Thread(target=fill_when_the_run_starts, daemon=True).start()
+    out = io.StringIO()
+    options = RunOptions(results_dir=small_fs / "results", run_id="full")
+    run_dir, code = run_plan(plan, rendered, options, Console(file=out, width=300))
+    text = out.getvalue()
+    assert code == 1
+    assert "cannot write the result of" in text and "No space left on device" in text
+    assert "--resume full" in text
+    assert not list(run_dir.glob("*.json")) and not list(run_dir.glob(".*.tmp"))   # nothing half-written
+    filler.unlink()
+    resumed = RunOptions(results_dir=small_fs / "results", resume="full")
+    run_dir, code = run_plan(plan, rendered, resumed, _quiet())
+    assert code == 0 and [r["status"] for r in _results(run_dir).values()] == ["ok"]
+
+
+def test_a_second_runner_on_the_same_run_is_refused(torch_image, tmp_path):
+    root = tmp_path / "results"
+    cmd = [sys.executable, "-m", "runner", "run", *SMOKE, "--workload", "alexnet-fwd", "--results-dir", str(root),
+           "--run-id", "twice"]
+    first = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_until(lambda: (root / "twice" / ".runner.lock").exists(), 300, "the first runner's lock")
+        second = subprocess.run([sys.executable, "-m", "runner", "run", *SMOKE, "--workload", "alexnet-fwd",
+                                 "--results-dir", str(root), "--resume", "twice"], cwd=str(ROOT),
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "is in progress" in second.stderr, second.stdout + second.stderr
+    finally:
+        assert first.wait(timeout=900) == 0
