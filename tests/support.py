@@ -41,3 +41,36 @@ def require(condition: bool, reason: str) -> None:
     if STRICT:
         pytest.fail(f"{reason} — `make test` provides this, so its absence is a failure here", pytrace=False)
     pytest.skip(reason)
+
+
+def wait_until(predicate, timeout_s: float, what: str, every_s: float = 0.2):
+    """predicate()'s first truthy value within timeout_s; AssertionError naming `what` otherwise."""
+    import time
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def json_paths(node, prefix=()):
+    """Every path (tuple of keys/indices) into a JSON-like document, the root's () first."""
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from json_paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from json_paths(v, prefix + (i,))
+
+
+# The smallest valid matrix: one framework, one toolchain, one workload.
+MINIMAL_MATRIX = """\
+frameworks:
+  pytorch: {versions: ["2.15.0"]}
+toolchains: [cpu]
+workloads:
+  vgg16-step: {batch_sizes: [16]}
+"""

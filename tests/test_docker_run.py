@@ -16,6 +16,7 @@ import pytest
 from conftest import PYTHON, containers_with_label, make_args, plan_and_images, runner_cli
 from runner import ROOT
 from runner.results import load_result, run_dirs
+from support import wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -43,16 +44,6 @@ def test_timeout_kills_the_container(torch_image, docker_client, tmp_path):
     assert (run_dir / "logs" / f"{result['cell']['id']}.log").exists()
 
 
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 def test_interrupt_then_resume(torch_image, docker_client, tmp_path):
     root = tmp_path / "results"
@@ -62,9 +53,9 @@ def test_interrupt_then_resume(torch_image, docker_client, tmp_path):
     run_dir = root / "20990101-000000-test"
     label = "dlbench.run-id=20990101-000000-test"
     try:
-        first = _wait_for(lambda: list(run_dir.glob("*.json")), 600, "the first result")
+        first = wait_until(lambda: list(run_dir.glob("*.json")), 600, "the first result")
         # the second cell's container is up: interrupt mid-run
-        _wait_for(lambda: [c for c in containers_with_label(docker_client, label) if c.status == "running"], 120,
+        wait_until(lambda: [c for c in containers_with_label(docker_client, label) if c.status == "running"], 120,
                   "the second cell's container")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)

@@ -9,13 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from rich.console import Console
 
 from conftest import containers_with_label, plan_and_images
 from runner import ROOT
+from support import wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -25,16 +25,6 @@ WORKLOADS = ["alexnet-fwd", "alexnet-fwdbwd", "resnet50-inference"]
 
 def _quiet():
     return Console(file=open(os.devnull, "w"))
-
-
-def _wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _results(run_dir):
@@ -67,7 +57,7 @@ def test_a_container_killed_mid_cell_is_an_error_and_the_others_finish(torch_ima
         return None
 
     def kill_victim():
-        _wait_until(running_victim, 600, "the victim's container").kill(signal="SIGKILL")
+        wait_until(running_victim, 600, "the victim's container").kill(signal="SIGKILL")
 
     threading.Thread(target=kill_victim, daemon=True).start()
     run_dir, code = run_plan(plan, rendered, RunOptions(results_dir=tmp_path / "results"), _quiet())
@@ -86,8 +76,8 @@ def test_the_runner_killed_mid_run_then_resumed(torch_image, docker_client, tmp_
     proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = root / "killed"
     try:
-        _wait_until(lambda: list(run_dir.glob("*.json")), 600, "a first result")
-        _wait_until(lambda: containers_with_label(docker_client, "dlbench.run-id=killed"), 300, "a second cell")
+        wait_until(lambda: list(run_dir.glob("*.json")), 600, "a first result")
+        wait_until(lambda: containers_with_label(docker_client, "dlbench.run-id=killed"), 300, "a second cell")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -124,7 +114,7 @@ def test_a_full_results_filesystem_loses_nothing_and_resume_completes(torch_imag
     filler = small_fs / "filler"
 
     def fill_when_the_run_starts():
-        _wait_until(lambda: (small_fs / "results" / "full" / ".runner.lock").exists(), 300, "the run to start")
+        wait_until(lambda: (small_fs / "results" / "full" / ".runner.lock").exists(), 300, "the run to start")
         with open(filler, "wb") as f:
             try:
                 while True:
@@ -154,7 +144,7 @@ def test_a_second_runner_on_the_same_run_is_refused(torch_image, tmp_path):
            "--run-id", "twice"]
     first = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_until(lambda: (root / "twice" / ".runner.lock").exists(), 300, "the first runner's lock")
+        wait_until(lambda: (root / "twice" / ".runner.lock").exists(), 300, "the first runner's lock")
         second = subprocess.run([sys.executable, "-m", "runner", "run", *SMOKE, "--workload", "alexnet-fwd",
                                  "--results-dir", str(root), "--resume", "twice"], cwd=str(ROOT),
                                 capture_output=True, text=True, timeout=120)

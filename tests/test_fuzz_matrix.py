@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from runner import DEFAULT_MATRIX
 from runner.errors import UserError
 from runner.matrix import Plan, expand, load_matrix, resolve_profile
+from support import json_paths
 
 FUZZ = settings(max_examples=200, deadline=5000, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -82,17 +83,7 @@ def test_arbitrary_documents_as_json(doc):
     outcome(json.dumps(doc, allow_nan=True))
 
 
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, prefix + (i,))
-
-
-REAL_PATHS = [p for p in _paths(REAL) if p]
+REAL_PATHS = [p for p in json_paths(REAL) if p]
 
 
 @FUZZ

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.results import ResultError, load_result, load_run
+from support import json_paths
 
 FUZZ = settings(max_examples=200, deadline=5000, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -60,17 +61,7 @@ def test_arbitrary_json(doc):
     check(json.dumps(doc, allow_nan=True))
 
 
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, prefix + (i,))
-
-
-REAL_PATHS = [p for p in _paths(REAL) if p]
+REAL_PATHS = [p for p in json_paths(REAL) if p]
 
 
 @FUZZ

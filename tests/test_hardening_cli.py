@@ -8,14 +8,9 @@ import pytest
 
 from conftest import runner_cli
 from runner.cli import build_parser, parse_args
+from support import MINIMAL_MATRIX
 
-MINIMAL = """\
-frameworks:
-  pytorch: {versions: ["2.15.0"]}
-toolchains: [cpu]
-workloads:
-  vgg16-step: {batch_sizes: [16]}
-"""
+MINIMAL = MINIMAL_MATRIX
 
 
 def refused(*args, needles=()):

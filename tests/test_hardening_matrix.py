@@ -14,14 +14,9 @@ from conftest import runner_cli
 from runner.errors import UserError
 from runner.matrix import expand, load_matrix, resolve_profile
 from runner.render import render_all
+from support import MINIMAL_MATRIX
 
-MINIMAL = """\
-frameworks:
-  pytorch: {versions: ["2.15.0"]}
-toolchains: [cpu]
-workloads:
-  vgg16-step: {batch_sizes: [16]}
-"""
+MINIMAL = MINIMAL_MATRIX
 
 
 def write(tmp_path, text, name="m.yaml"):

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from rich.console import Console
 
 from conftest import containers_with_label, plan_and_images, runner_cli
-from support import require
+from support import require, wait_until
 
 REGISTRY = os.environ.get("DLBENCH_REGISTRY_ADDR", "127.0.0.1:5000")
 SELECT = ["--profile", "smoke", "--device", "cpu"]
@@ -151,16 +150,6 @@ def _sleeping_spec(monkeypatch):
     return original
 
 
-def _wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_ctrl_c_cancels_the_jobs_and_resume_finishes(cluster, torch_image, docker_client, tmp_path, monkeypatch):
     from runner.options import RunOptions, SlurmOptions
     from runner.results import load_result
@@ -173,7 +162,7 @@ def test_ctrl_c_cancels_the_jobs_and_resume_finishes(cluster, torch_image, docke
     label = "dlbench.run-id=slurm-int"
 
     def interrupt_when_running():
-        _wait_until(lambda: containers_with_label(docker_client, label), 300, "a cell's container")
+        wait_until(lambda: containers_with_label(docker_client, label), 300, "a cell's container")
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_when_running, daemon=True).start()
@@ -181,8 +170,8 @@ def test_ctrl_c_cancels_the_jobs_and_resume_finishes(cluster, torch_image, docke
     assert code == 130
     results = {p.stem: load_result(p) for p in run_dir.glob("*.json")}
     assert len(results) == len(plan.cells) and {r["status"] for r in results.values()} == {"interrupted"}
-    _wait_until(lambda: not _dlbench_jobs(), 60, "the run's jobs to leave the queue")
-    _wait_until(lambda: not containers_with_label(docker_client, label), 60, "the containers to go")
+    wait_until(lambda: not _dlbench_jobs(), 60, "the run's jobs to leave the queue")
+    wait_until(lambda: not containers_with_label(docker_client, label), 60, "the containers to go")
     for cell in plan.cells:
         for job_id in _job_ids(run_dir / "logs" / f"{cell.id}.log"):
             assert _scontrol(job_id)["JobState"] == "CANCELLED"
@@ -213,7 +202,7 @@ def test_a_job_slurm_kills_at_its_time_limit_is_a_timeout_result(cluster, torch_
     assert "Slurm killed job" in result["message"] and "time limit" in result["message"]
     (job_id,) = _job_ids(run_dir / "logs" / f"{result['cell']['id']}.log")
     assert _scontrol(job_id)["JobState"] == "TIMEOUT"
-    _wait_until(lambda: not containers_with_label(docker_client, "dlbench.run-id=slurm-limit"), 60,
+    wait_until(lambda: not containers_with_label(docker_client, "dlbench.run-id=slurm-limit"), 60,
                 "the node to remove the container")
 
 

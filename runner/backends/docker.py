@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from runner.backends.staging import prepare_staging, read_staged_result
+from runner.backends.thishost import OnThisHost
 from runner.contract import Execution, bench_args, cell_env
 from runner.errors import EXIT_OK
 from runner.matrix import Cell
@@ -270,7 +271,7 @@ def prepare_images(client, ctx, cells: list[Cell], image_of, fail, rebuild: bool
     return runnable
 
 
-class DockerBackend:
+class DockerBackend(OnThisHost):
     name: ClassVar[str] = "docker"
     uses_images: ClassVar[bool] = True
 
@@ -281,17 +282,6 @@ class DockerBackend:
         self.client = connect()          # UserError (the dead-engine paragraph) before anything is written
         self.image_ids: dict[str, str] = {}
         self.runs: dict[str, ContainerRun] = {}
-
-    def machine(self) -> str:
-        from runner.gpus import machine_description
-        return machine_description()
-
-    def gpu_ids(self, plan) -> list[int]:
-        from runner.gpus import host_gpus
-        return [g.index for g in host_gpus()] if plan.device == "gpu" else []
-
-    def default_parallel(self, plan, gpu_count: int) -> int:
-        return max(1, gpu_count) if plan.device == "gpu" else 1
 
     def prepare(self, ctx, cells, image_of, fail):
         return prepare_images(self.client, ctx, cells, image_of, fail, self.options.rebuild, self.console)

@@ -16,6 +16,7 @@ from typing import ClassVar, Optional
 
 from runner import ROOT
 from runner.backends.staging import prepare_staging, read_staged_result
+from runner.backends.thishost import OnThisHost
 from runner.contract import Execution, bench_args, cell_env
 from runner.errors import EXIT_OK
 from runner.matrix import Cell
@@ -23,7 +24,7 @@ from runner.matrix import Cell
 KILL_GRACE_S = 5
 
 
-class LocalBackend:
+class LocalBackend(OnThisHost):
     name: ClassVar[str] = "local"
     uses_images: ClassVar[bool] = False
 
@@ -34,17 +35,6 @@ class LocalBackend:
         self.python = python or os.environ.get("DLBENCH_LOCAL_PYTHON") or sys.executable
         self.procs: dict[int, subprocess.Popen] = {}
         self.lock = threading.Lock()
-
-    def machine(self) -> str:
-        from runner.gpus import machine_description
-        return machine_description()
-
-    def gpu_ids(self, plan) -> list[int]:
-        from runner.gpus import host_gpus
-        return [g.index for g in host_gpus()] if plan.device == "gpu" else []
-
-    def default_parallel(self, plan, gpu_count: int) -> int:
-        return max(1, gpu_count) if plan.device == "gpu" else 1
 
     def prepare(self, ctx, cells, image_of, fail):
         return list(cells)  # nothing to build: the frameworks are this interpreter's
