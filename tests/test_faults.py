@@ -151,3 +151,101 @@ def test_a_second_runner_on_the_same_run_is_refused(torch_image, tmp_path):
         assert second.returncode == 2 and "is in progress" in second.stderr, second.stdout + second.stderr
     finally:
         assert first.wait(timeout=900) == 0
+
+
+class EngineProxy:
+    """A unix socket that forwards to the real engine's: stopping it is, for the runner, the engine dying
+    (connections reset, then refused) without stopping the engine every other test on this host uses."""
+
+    def __init__(self, path, target="/var/run/docker.sock"):
+        self.path, self.target = str(path), target
+        self.server = None
+        self.conns = []
+
+    def start(self):
+        import socket
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(64)
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+        return f"unix://{self.path}"
+
+    def _accept(self, server):
+        import socket
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        import socket
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self):
+        import socket
+        self.server.close()
+        os.unlink(self.path)
+        for conn in self.conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            except OSError:
+                pass
+        self.conns = []
+
+
+def test_the_engine_dying_mid_run_interrupts_the_cells_and_resume_completes(torch_image, docker_client, tmp_path):
+    proxy = EngineProxy(tmp_path / "engine.sock")
+    env = dict(os.environ, DOCKER_HOST=proxy.start())
+    root = tmp_path / "results"
+    cmd = [sys.executable, "-m", "runner", "run", *SMOKE, "--workload", ",".join(WORKLOADS),
+           "--results-dir", str(root)]
+    proc = subprocess.Popen(cmd + ["--run-id", "engine-lost"], cwd=str(ROOT), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    run_dir = root / "engine-lost"
+    try:
+        wait_until(lambda: list(run_dir.glob("*.json")), 600, "a first result")
+        wait_until(lambda: containers_with_label(docker_client, "dlbench.run-id=engine-lost"), 300, "a second cell")
+    finally:
+        proxy.stop()                                   # the engine "dies"
+        out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out
+    results = _results(run_dir)
+    assert len(results) == len(WORKLOADS), out
+    lost = [r for r in results.values() if r["status"] == "interrupted"]
+    assert lost and all("Docker engine stopped answering" in r["message"] and "--resume" in r["message"]
+                        for r in lost), out
+    finished = {p.name: p.read_bytes() for p in run_dir.glob("*.json") if _results(run_dir)[p.stem]["status"] == "ok"}
+    assert finished
+
+    env["DOCKER_HOST"] = proxy.start()                 # `make engine`
+    again = subprocess.run(cmd + ["--resume", "engine-lost"], cwd=str(ROOT), env=env, capture_output=True,
+                           text=True, timeout=1200)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {r["status"] for r in _results(run_dir).values()} == {"ok"}
+    for name, data in finished.items():
+        assert (run_dir / name).read_bytes() == data
+    proxy.stop()
+    wait_until(lambda: not containers_with_label(docker_client, "dlbench.run-id=engine-lost"), 120,
+               "the run's containers to go")

@@ -166,9 +166,13 @@ class ContainerRun:
             follower.start()
             timed_out = False
             exit_code = None
+            waited = time.monotonic()
             try:
                 exit_code = container.wait(timeout=timeout)["StatusCode"]
-            except RequestException:
+            except RequestException as exc:
+                # the wait's own timeout, or the engine going away: only the first is the cell's timeout
+                if engine_lost(exc) and time.monotonic() - waited < timeout - 1:
+                    raise
                 timed_out = True
             except docker.errors.NotFound:
                 pass  # removed under us (interrupt)
@@ -191,6 +195,13 @@ class ContainerRun:
         except (docker.errors.DockerException, RequestException) as exc:
             if self.stop.is_set():
                 return Execution(error="interrupted", seconds=time.monotonic() - started)
+            if engine_lost(exc):
+                # not the cell's fault and its outcome is unknown: interrupted, so --resume runs it again
+                where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+                return Execution(status="interrupted", seconds=time.monotonic() - started,
+                                 error=f"the Docker engine stopped answering ({where}) while this cell ran, so its "
+                                       f"outcome is unknown. Start the engine again (`make engine`) and continue "
+                                       f"the run with --resume; this cell runs again.")
             text = str(getattr(exc, "explanation", None) or exc).strip()
             return Execution(error=f"the engine could not run the container: {text}",
                              seconds=time.monotonic() - started)
@@ -198,8 +209,23 @@ class ContainerRun:
             if container is not None:
                 try:
                     container.remove(force=True)
-                except docker.errors.DockerException:
-                    pass
+                except (docker.errors.DockerException, RequestException):
+                    pass  # an engine that went away keeps it; the next attempt under this name removes it
+
+
+def engine_lost(exc: BaseException) -> bool:
+    """Whether an SDK error means the engine itself is gone (connection refused or reset, socket missing),
+    as opposed to the engine answering with an error."""
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (RequestsConnectionError, ConnectionRefusedError, ConnectionResetError,
+                            FileNotFoundError, BrokenPipeError)):
+            text = str(exc)
+            return "Read timed out" not in text
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def remove_container(client, name: str) -> None:
