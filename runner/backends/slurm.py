@@ -298,10 +298,11 @@ class SlurmBackend:
             ex.error = (f"Slurm killed job {fields.get('JobId', '?')} at its time limit "
                         f"({fields.get('TimeLimit', '?')}; the cell's timeout is {timeout}s plus "
                         f"{START_MARGIN_S}s to start its container)")
-        elif state in ("NODE_FAIL", "BOOT_FAIL"):
-            ex.error = f"Slurm job {fields.get('JobId', '?')} ended {state}: its node {fields.get('NodeList', '?')} failed"
-        elif state == "PREEMPTED":
-            ex.error = f"Slurm job {fields.get('JobId', '?')} was preempted; resume the run to run the cell again"
+        elif state in ("NODE_FAIL", "BOOT_FAIL", "PREEMPTED"):
+            # not the cell's doing: interrupted, so --resume submits it again
+            ex.status = "interrupted"
+            why = "was preempted" if state == "PREEMPTED" else f"ended {state}: its node {fields.get('NodeList', '?')} failed"
+            ex.error = f"Slurm job {fields.get('JobId', '?')} {why}; continue the run with --resume to run the cell again"
         elif state == "OUT_OF_MEMORY":
             ex.oom_killed = True
         elif state == "CANCELLED" and not ex.error:
