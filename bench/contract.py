@@ -145,7 +145,7 @@ def _refuse_constant(name):
 
 CELL_KEYS = ("id", "run_id", "framework", "framework_version", "toolchain", "python", "image", "image_id",
              "workload", "model", "dataset", "synthetic", "batch_size", "precision", "device", "gpus",
-             "iterations", "epochs", "warmup", "profile", "options")
+             "iterations", "epochs", "warmup", "profile", "options", "repeat")
 
 
 def cell_record(**fields):
@@ -158,4 +158,6 @@ def cell_record(**fields):
     entry = WORKLOADS.get(record["workload"]) or {}
     record["synthetic"] = bool(record["synthetic"] or not entry.get("datasets"))
     record["options"] = dict(record["options"] or {})
+    if record["repeat"] is None:
+        del record["repeat"]   # only a cell run in several processes says which one a result is
     return record

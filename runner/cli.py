@@ -284,7 +284,8 @@ def print_plan(plan: Plan, rendered: dict, cached: Optional[set]) -> None:
             state = "cached" if image.tag in cached else "to build"
         workload = cell.workload + (f" {cell.model}" if cell.model else "") + \
             (f" {cell.dataset}" if cell.dataset else "") + (" (synthetic)" if cell.synthetic else "") + \
-            "".join(f" {k}={v}" for k, v in cell.variant)
+            "".join(f" {k}={v}" for k, v in cell.variant) + \
+            (f" x{cell.repeats} processes" if cell.repeats > 1 else "")
         # Text, not str: a value such as `[/x]` must print as itself, not as Rich markup
         table.add_row(*(Text(printable(v)) for v in (
             cell.framework, cell.version, cell.toolchain, cell.python, workload, str(cell.batch_size),

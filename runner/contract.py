@@ -59,8 +59,11 @@ def bench_args(cell: Cell, data_dir: str, out: str) -> list[str]:
 
 def cell_identity_env(cell: Cell) -> dict[str, str]:
     """What bench records about the cell itself (the run-wide variables come from cell_env)."""
-    return {"DLBENCH_CELL_ID": cell.id, "DLBENCH_TOOLCHAIN": cell.toolchain,
-            "DLBENCH_FRAMEWORK_VERSION": cell.version}
+    env = {"DLBENCH_CELL_ID": cell.id, "DLBENCH_TOOLCHAIN": cell.toolchain,
+           "DLBENCH_FRAMEWORK_VERSION": cell.version}
+    if cell.repeat:
+        env["DLBENCH_REPEAT"] = str(cell.repeat)   # which of the cell's processes this is
+    return env
 
 
 def cell_env(run_id: str, machine: str, profile: str, cell: Cell, image_tag: Optional[str] = None,
@@ -82,7 +85,8 @@ def cell_record(cell: Cell, run_id: str, profile: str, image: Optional[str] = No
         toolchain=cell.toolchain, python=cell.python, image=image, image_id=image_id, workload=cell.workload,
         model=cell.model, dataset=cell.dataset, synthetic=cell.synthetic, batch_size=cell.batch_size,
         precision=cell.precision, device=cell.device, gpus=cell.gpus, iterations=cell.iterations,
-        epochs=cell.epochs, warmup=cell.warmup, profile=profile, options=dict(cell.options))
+        epochs=cell.epochs, warmup=cell.warmup, profile=profile, options=dict(cell.options),
+        repeat=cell.repeat or None)
 
 
 def read_tail(path: Path, start: int = 0, lines: int = LOG_TAIL_LINES) -> list[str]:

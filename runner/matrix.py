@@ -8,6 +8,7 @@ reason, in `Plan.dropped`.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 import os
@@ -91,6 +92,7 @@ class WorkloadSpec(_Strict):
     timeout_s: Optional[Seconds] = None
     # the container's memory limit in GB (default: most of the host's memory; see runner/backends/docker.py)
     memory_gb: Optional[Annotated[float, Field(gt=0, le=1 << 16, allow_inf_nan=False)]] = None
+    repeats: Optional["Repeats"] = None
     options: Options = {}
     variants: Optional[list[Variant]] = Field(default=None, min_length=1, max_length=500)
 
@@ -114,8 +116,13 @@ class Rule(_Strict):
     gpus: Optional[Annotated[int, Strict(), Field(ge=0, le=64)]] = None
 
 
+Repeats = Annotated[int, Strict(), Field(gt=0, le=100)]
+
+
 class Profile(_Strict):
     timeout_s: Optional[Seconds] = None
+    # fresh processes (containers) per cell; the tables show the median over them with its interval
+    repeats: Optional[Repeats] = None
     workloads: dict[Name, WorkloadSpec] = {}
 
 
@@ -171,6 +178,8 @@ class Cell:
     image: ImageChoice = field(compare=False, hash=False, repr=False)
     variant: tuple[tuple[str, Any], ...] = ()   # the variant's own options, part of the id
     memory_gb: Optional[float] = field(default=None, compare=False, hash=False)
+    repeats: int = field(default=1, compare=False, hash=False)   # processes the cell runs in
+    repeat: int = 0                                               # which of them this is (0: the only one)
 
     @property
     def key(self) -> tuple:
@@ -188,6 +197,12 @@ class Cell:
         for key, value in self.variant:
             parts += [key, id_value(value)]  # injective: see runner.validate.id_value
         return "-".join(parts)
+
+    @property
+    def name(self) -> str:
+        """The cell's file name stem (result, log, staging): its id, plus .r<k> for the k-th of several
+        processes (repeats)."""
+        return self.id if not self.repeat else f"{self.id}.r{self.repeat}"
 
     def field(self, name: str):
         return getattr(self, name)
@@ -357,8 +372,13 @@ def _check_rule(path, lines, loc, rule: Rule, matrix: MatrixFile, compat: Compat
 
 # ---------------------------------------------------------------- profiles and expansion
 
-def _merge(base: Optional[WorkloadSpec], override: Optional[WorkloadSpec]) -> WorkloadSpec:
+def _merge(base: Optional[WorkloadSpec], override: Optional[WorkloadSpec], profile: Optional[Profile] = None
+           ) -> WorkloadSpec:
+    """A workload's settings under a profile: the profile's own entry for it wins, then the matrix's entry,
+    then the profile-wide defaults (repeats)."""
     merged = dict(base.model_dump(exclude_unset=True)) if base else {}
+    if profile is not None and profile.repeats and "repeats" not in merged:
+        merged["repeats"] = profile.repeats
     if override:
         over = override.model_dump(exclude_unset=True)
         options = {**merged.get("options", {}), **over.pop("options", {})}
@@ -433,7 +453,7 @@ def expand(matrix: MatrixFile, *, path: Path, lines: dict, profile: str, device:
     cells: list[Cell] = []
     seen: set = set()
     limit = max_cells()
-    merged = {name: _merge(spec, prof.workloads.get(name)) for name, spec in selected_workloads.items()}
+    merged = {name: _merge(spec, prof.workloads.get(name), prof) for name, spec in selected_workloads.items()}
     count = sum(_count_cells(name, wl, images, frameworks, device) for name, wl in merged.items())
     if count > limit:
         raise _too_many(path, count, limit)
@@ -529,6 +549,15 @@ def _check_ids_unique(cells: list[Cell], path) -> None:
                             f"differ by more than letter case or punctuation, or drop one of them.")
 
 
+def processes(cells: list[Cell]) -> list[Cell]:
+    """What the run stage runs: each cell once, or, with `repeats: N`, N times (repeat 1..N), each in a fresh
+    process and with a result file of its own."""
+    out = []
+    for c in cells:
+        out.extend([c] if c.repeats <= 1 else [dataclasses.replace(c, repeat=k) for k in range(1, c.repeats + 1)])
+    return out
+
+
 def _rule_values(c: Cell) -> dict:
     return {k: getattr(c, k) for k in RULE_KEYS}
 
@@ -564,7 +593,8 @@ def _workload_cells(wl_name: str, wl: WorkloadSpec, images: dict, frameworks: di
                 warmup=wl.warmup if wl.warmup is not None else defaults.get("warmup"),
                 eval_batches=wl.eval_batches if wl.eval_batches is not None else defaults.get("eval_batches"),
                 synthetic=bool(wl.synthetic), timeout_s=wl.timeout_s or default_timeout,
-                options=options, image=image, variant=variant, memory_gb=wl.memory_gb))
+                options=options, image=image, variant=variant, memory_gb=wl.memory_gb,
+                repeats=wl.repeats or 1))
     return out
 
 
@@ -574,7 +604,7 @@ def _include(rule: Rule, matrix, prof, images, frameworks, device, default_timeo
     out = []
     for wl_name in wl_names:
         base = matrix.workloads.get(wl_name)
-        wl = _merge(base, prof.workloads.get(wl_name))
+        wl = _merge(base, prof.workloads.get(wl_name), prof)
         overrides = {}
         if rule.batch_size is not None:
             overrides["batch_sizes"] = [rule.batch_size]

@@ -22,7 +22,7 @@ from rich.table import Table
 from runner import backends
 from runner.datasets import DEFAULT_CACHE as DEFAULT_DATA_DIR
 from runner.errors import EXIT_CELLS_FAILED, EXIT_OK, UserError
-from runner.matrix import Cell, Plan
+from runner.matrix import Cell, Plan, processes
 from runner.options import RunOptions
 from runner.scheduler import STAGING, RunContext, Scheduler, take_lock
 
@@ -98,22 +98,22 @@ def finished_cells(run_dir: Path, cells: list[Cell]) -> set[str]:
     from runner.results import ResultError, load_result
     done = set()
     for cell in cells:
-        path = run_dir / f"{cell.id}.json"
+        path = run_dir / f"{cell.name}.json"
         if not path.exists():
             continue
         try:
             obj = load_result(path)
             if obj["status"] != "interrupted":
-                done.add(cell.id)
+                done.add(cell.name)
                 continue
         except ResultError:
             pass
         aside = run_dir / "superseded"
         aside.mkdir(exist_ok=True)
         n = 1
-        while (aside / f"{cell.id}.{n}.json").exists():
+        while (aside / f"{cell.name}.{n}.json").exists():
             n += 1
-        path.rename(aside / f"{cell.id}.{n}.json")
+        path.rename(aside / f"{cell.name}.{n}.json")
     return done
 
 
@@ -133,7 +133,8 @@ def run_plan(plan: Plan, rendered: dict, options: RunOptions, console: Console) 
         return rendered[(cell.framework, cell.version, cell.toolchain)]
 
     scheduler = Scheduler(ctx, backend, image_of, parallel_of(options, backend, plan, len(gpus)), gpus)
-    scheduler.total = len(plan.cells)
+    tasks = processes(plan.cells)   # each cell once, or once per repeat
+    scheduler.total = len(tasks)
     previous_handlers = {}
 
     def on_signal(signum, frame):
@@ -148,47 +149,48 @@ def run_plan(plan: Plan, rendered: dict, options: RunOptions, console: Console) 
             previous_handlers[sig] = signal.signal(sig, on_signal)
     done: set[str] = set()
     try:
-        console.print(f"run {run_id}: {len(plan.cells)} cells, backend {backend.name}, results in {run_dir}")
-        done = finished_cells(run_dir, plan.cells) if resuming else set()
+        runs = f" in {len(tasks)} processes (repeats)" if len(tasks) != len(plan.cells) else ""
+        console.print(f"run {run_id}: {len(plan.cells)} cells{runs}, backend {backend.name}, results in {run_dir}")
+        done = finished_cells(run_dir, tasks) if resuming else set()
         if done:
             console.print(f"resume: {len(done)} cell(s) have a result already and are skipped")
-        todo = [c for c in plan.cells if c.id not in done]
+        todo = [c for c in tasks if c.name not in done]
         scheduler.counter = len(done)
         if todo and not ctx.stop.is_set():
             todo = datasets_for(scheduler, todo, data_dir, ctx.data_dir, console)
         if todo and not ctx.stop.is_set():
             todo = backend.prepare(ctx, todo, image_of, scheduler.fail_before_start)
         if todo and not ctx.stop.is_set():
-            scheduler.run_all(todo, len(plan.cells) - len(todo), len(plan.cells))
+            scheduler.run_all(todo, len(tasks) - len(todo), len(tasks))
         if ctx.stop.is_set():
             backend.stop_all(ctx)
-            for cell in plan.cells:
-                if cell.id not in done and cell.id not in scheduler.done:
+            for cell in tasks:
+                if cell.name not in done and cell.name not in scheduler.done:
                     scheduler.fail(cell, "interrupted", "interrupted (Ctrl-C or SIGTERM) before this cell started")
     finally:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
         shutil.rmtree(run_dir / STAGING, ignore_errors=True)
         lock.unlink(missing_ok=True)
-    statuses = summary(run_dir, plan, console)
+    statuses = summary(run_dir, tasks, console)
     if ctx.stop.is_set():
         return run_dir, INTERRUPTED_EXIT
     return run_dir, EXIT_OK if all(s == "ok" for s in statuses.values()) else EXIT_CELLS_FAILED
 
 
-def summary(run_dir: Path, plan: Plan, console: Console) -> dict[str, str]:
+def summary(run_dir: Path, tasks: list[Cell], console: Console) -> dict[str, str]:
     from runner.results import ResultError, load_result
     statuses: dict[str, str] = {}
     failures = []
-    for cell in plan.cells:
+    for cell in tasks:
         try:
-            obj = load_result(run_dir / f"{cell.id}.json")
-            statuses[cell.id] = obj["status"]
+            obj = load_result(run_dir / f"{cell.name}.json")
+            statuses[cell.name] = obj["status"]
             if obj["status"] != "ok":
-                failures.append((cell.id, obj["status"], obj.get("message", "")))
+                failures.append((cell.name, obj["status"], obj.get("message", "")))
         except ResultError as exc:
-            statuses[cell.id] = "missing"
-            failures.append((cell.id, "missing", str(exc)))
+            statuses[cell.name] = "missing"
+            failures.append((cell.name, "missing", str(exc)))
     counts = collections.Counter(statuses.values())
     console.print(f"run {run_dir.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) +
                   f"; results in {run_dir}")

@@ -158,7 +158,7 @@ class Scheduler:
 
     def record(self, cell: Cell, obj: dict, seconds: Optional[float] = None) -> None:
         from runner.results import ResultError, write_result
-        path = self.ctx.run_dir / f"{cell.id}.json"
+        path = self.ctx.run_dir / f"{cell.name}.json"
         written = True
         try:
             write_result(path, obj)
@@ -168,19 +168,19 @@ class Scheduler:
         except OSError as exc:  # e.g. the results filesystem is full: nothing half-written, and say so
             written = False
             self.ctx.console.print(
-                f"[bold red]cannot write the result of {escape(cell.id)} to {escape(str(path))}: "
+                f"[bold red]cannot write the result of {escape(cell.name)} to {escape(str(path))}: "
                 f"{escape(exc.strerror or str(exc))}[/]. Its outcome was {obj['status']}; no partial file was left. "
                 f"Free space (or fix the directory) and run `python -m runner run --resume {self.ctx.run_id}` "
                 f"to run it again.")
         with self.lock:
-            self.done[cell.id] = obj["status"] if written else "unwritten"
+            self.done[cell.name] = obj["status"] if written else "unwritten"
             self.counter += 1
             n = self.counter
         status = obj["status"]
         style = {"ok": "green", "unsupported": "yellow"}.get(status, "red")
         took = f" in {seconds:.1f}s" if seconds is not None else ""
         message = f": {obj['message']}" if obj.get("message") and status != "ok" else ""
-        self.ctx.console.print(f"[{n}/{self.total}] {escape(cell.id)}: [{style}]{status}[/]{took}"
+        self.ctx.console.print(f"[{n}/{self.total}] {escape(cell.name)}: [{style}]{status}[/]{took}"
                                f"{escape(message)}")
 
     def fail(self, cell: Cell, status: str, message: str, log_tail=(), image: Optional[str] = None,
@@ -205,13 +205,13 @@ class Scheduler:
     def run_cell(self, cell: Cell, gpu_ids: list[int]) -> None:
         ctx = self.ctx
         image = self.image_of(cell)
-        staging = ctx.run_dir / STAGING / cell.id
-        log_path = ctx.run_dir / "logs" / f"{cell.id}.log"
+        staging = ctx.run_dir / STAGING / cell.name
+        log_path = ctx.run_dir / "logs" / f"{cell.name}.log"
         started_at = now_iso()
         if staging.exists() or staging.is_symlink():
             shutil.rmtree(staging) if not staging.is_symlink() else staging.unlink()
         with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"=== dlbench run {ctx.run_id} cell {cell.id}: backend {self.backend.name}"
+            log.write(f"=== dlbench run {ctx.run_id} cell {cell.name}: backend {self.backend.name}"
                       f"{', image ' + image.tag if self.backend.uses_images else ''}, started {started_at}"
                       f"{', GPUs ' + ','.join(map(str, gpu_ids)) if gpu_ids else ''} ===\n")
         offset = log_path.stat().st_size
@@ -233,10 +233,10 @@ class Scheduler:
         obj, problem = None, ex.result_problem
         if ex.result is not None:
             try:
-                obj = parse_result(ex.result, f"{cell.id}.json")
+                obj = parse_result(ex.result, f"{cell.name}.json")
             except ResultError as exc:
                 problem = str(exc).split(": ", 1)[-1]
-                keep = ctx.run_dir / "logs" / f"{cell.id}.invalid.json"
+                keep = ctx.run_dir / "logs" / f"{cell.name}.invalid.json"
                 try:
                     with open(keep, "xb") as f:
                         f.write(ex.result)
@@ -274,7 +274,7 @@ class Scheduler:
             code = ex.exit_code
             killed = " (killed: SIGKILL)" if code == 137 else ""
             self.fail(cell, "error", f"the cell exited with code {code}{killed} and left no valid result ({what}); "
-                                     f"see logs/{cell.id}.log", **common)
+                                     f"see logs/{cell.name}.log", **common)
 
     # all cells --------------------------------------------------------------
 
@@ -302,7 +302,7 @@ class Scheduler:
                 try:
                     self.run_cell(cell, gpu_ids)
                 except Exception as exc:  # never lose a cell
-                    if cell.id not in self.done:
+                    if cell.name not in self.done:
                         self.fail(cell, "error", f"runner error: {type(exc).__name__}: {exc}")
                 finally:
                     self.slots.release(gpu_ids)

@@ -88,6 +88,19 @@ def test_profiles_override_counts(tmp_path):
     assert {c.iterations for c in full.cells if c.workload == "vgg16-step"} == {100}
 
 
+def test_repeats_come_from_the_profile_unless_the_workload_says(tmp_path):
+    from runner.matrix import processes
+    text = BASE.replace("profiles:\n", "profiles:\n  rep:\n    repeats: 3\n    workloads:\n"
+                        "      vgg16-step: {repeats: 2}\n", 1)
+    plan = plan_of(tmp_path, text, profile="rep")
+    assert {c.repeats for c in plan.cells if c.workload == "vgg16-step"} == {2}
+    assert {c.repeats for c in plan.cells if c.workload != "vgg16-step"} == {3}
+    tasks = processes(plan.cells)
+    assert len(tasks) == sum(c.repeats for c in plan.cells)
+    assert len({t.name for t in tasks}) == len(tasks) and {t.repeat for t in tasks} == {1, 2, 3}
+    assert {c.repeats for c in plan_of(tmp_path, BASE, profile="smoke").cells} == {1}
+
+
 def test_auto_profile_follows_the_host(tmp_path):
     path = write(tmp_path, BASE)
     matrix, lines = load_matrix(path)

@@ -207,3 +207,25 @@ def test_no_runner_module_imports_a_backend_but_the_registry():
                 names = [a.name for a in node.names]
             modules = [n.split(".")[2] for n in names if n.startswith("runner.backends.")]
             assert not any((ROOT / "runner" / "backends" / f"{m}.py").exists() for m in modules), (path, names)
+
+
+def test_repeats_run_each_cell_in_that_many_processes_and_resume_only_the_missing(fake):
+    import dataclasses
+    from runner.matrix import processes
+    plan, rendered, console, root = fake
+    cells = [dataclasses.replace(c, repeats=3) for c in plan.cells[:2]]
+    plan3 = dataclasses.replace(plan, cells=cells)
+    tasks = processes(cells)
+    assert [t.name for t in tasks[:3]] == [f"{cells[0].id}.r{k}" for k in (1, 2, 3)]
+    victim = tasks[4]
+    FakeBackend.behaviour = {victim.name: "interrupt"}
+    run_dir, code = run_plan(plan3, rendered, RunOptions(backend="fake", results_dir=root, run_id="rep"), console)
+    assert code == 130
+    results = {p.stem: load_result(p) for p in run_dir.glob("*.json")}
+    assert set(results) == {t.name for t in tasks}
+    assert [results[t.name]["cell"]["repeat"] for t in tasks[:3]] == [1, 2, 3]
+    assert all(results[t.name]["cell"]["id"] == t.id for t in tasks)
+
+    FakeBackend.behaviour, FakeBackend.executed = {}, []
+    _, code = run_plan(plan3, rendered, RunOptions(backend="fake", results_dir=root, resume="rep"), console)
+    assert code == 0 and victim.name in FakeBackend.executed and tasks[0].name not in FakeBackend.executed

@@ -78,7 +78,7 @@ def container_spec(ctx, cell: Cell, image_tag: str, image_id: Optional[str], sta
                    gpu_ids: Optional[list[int]], dataset_dir: Optional[Path] = None) -> dict[str, Any]:
     """Keyword arguments for client.containers.create() of one cell. `dataset_dir`: where the cell's
     dataset is on the machine that runs the container (default: the run's data view)."""
-    out = f"{CONTAINER_RESULTS}/{cell.id}.json"
+    out = f"{CONTAINER_RESULTS}/{cell.name}.json"
     volumes = {str(staging): {"bind": CONTAINER_RESULTS, "mode": "rw"}}
     if cell.dataset and not cell.synthetic:
         # Only the cell's own dataset, read-only, at /data/<name>, where bench looks first.
@@ -87,7 +87,7 @@ def container_spec(ctx, cell: Cell, image_tag: str, image_id: Optional[str], sta
     spec: dict[str, Any] = dict(
         image=image_tag,
         command=bench_args(cell, CONTAINER_DATA, out),
-        name=f"dlbench-{ctx.run_id}-{cell.id}"[:200],
+        name=f"dlbench-{ctx.run_id}-{cell.name}"[:200],
         hostname=socket.gethostname()[:63],  # results name the host, not a container id
         labels={LABEL_RUN: ctx.run_id, LABEL_CELL: cell.id, LABEL_LOCK: str(ctx.lock_path)},
         environment=cell_env(ctx.run_id, ctx.machine, ctx.plan.profile, cell, image_tag, image_id),
@@ -334,7 +334,7 @@ class DockerBackend(OnThisHost):
         spec = container_spec(ctx, cell, image.tag, image_id, staging, gpu_ids)
         ex = runner.run(spec, log_path, timeout)
         ex.image, ex.image_id = image.tag, image_id
-        ex.result, ex.result_problem = read_staged_result(staging / f"{cell.id}.json")
+        ex.result, ex.result_problem = read_staged_result(staging / f"{cell.name}.json")
         return ex
 
     def stop_all(self, ctx) -> int:

@@ -40,7 +40,7 @@ class LocalBackend(OnThisHost):
         return list(cells)  # nothing to build: the frameworks are this interpreter's
 
     def command(self, ctx, cell: Cell, staging: Path) -> list[str]:
-        return [self.python, "-m", "bench"] + bench_args(cell, str(ctx.data_dir), str(staging / f"{cell.id}.json"))
+        return [self.python, "-m", "bench"] + bench_args(cell, str(ctx.data_dir), str(staging / f"{cell.name}.json"))
 
     def environment(self, ctx, cell: Cell, gpu_ids) -> dict[str, str]:
         env = dict(os.environ)
@@ -85,7 +85,7 @@ class LocalBackend(OnThisHost):
             finally:
                 with self.lock:
                     self.procs.pop(proc.pid, None)
-        result, problem = read_staged_result(staging / f"{cell.id}.json")
+        result, problem = read_staged_result(staging / f"{cell.name}.json")
         return Execution(exit_code=proc.returncode, timed_out=timed_out, seconds=time.monotonic() - started,
                          result=result, result_problem=problem)
 

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from runner.backends.local import LocalBackend
 from runner.contract import bench_args, cell_identity_env
+from runner.matrix import processes
 
 q = shlex.quote
 
@@ -41,15 +42,15 @@ def script_header(plan, run_id: str) -> list[str]:
 def cell_lines(cell, timeout_s: int) -> list[str]:
     """The lines that run one cell, skipped when its result exists; a failure counts in $failed."""
     env = cell_identity_env(cell)   # the run-wide variables are exported once, in the header
-    out = f'"$RUN_DIR"/{q(cell.id + ".json")}'
-    log = f'"$RUN_DIR"/logs/{q(cell.id + ".log")}'
+    out = f'"$RUN_DIR"/{q(cell.name + ".json")}'
+    log = f'"$RUN_DIR"/logs/{q(cell.name + ".log")}'
     args = " ".join(q(a) for a in bench_args(cell, "@DATA@", "@OUT@"))
     args = args.replace("@DATA@", '"$DATA_DIR"').replace("@OUT@", out)
     assign = " ".join(f"{k}={q(v)}" for k, v in env.items())
     limit = f"${{LIMIT:+$LIMIT {int(timeout_s)}}}"
     return [
         f"if [ ! -f {out} ]; then",
-        f"  echo {q('[' + cell.id + ']')}",
+        f"  echo {q('[' + cell.name + ']')}",
         f'  {assign} {limit} "$PYTHON" -m bench {args} > {log} 2>&1'
         f' || {{ echo "  exit $? (see "{log}")"; failed=$((failed + 1)); }}',
         "fi",
@@ -58,7 +59,7 @@ def cell_lines(cell, timeout_s: int) -> list[str]:
 
 def shell_script(plan, run_id: str) -> str:
     lines = script_header(plan, run_id) + ["failed=0"]
-    for cell in plan.cells:
+    for cell in processes(plan.cells):
         lines += cell_lines(cell, cell.timeout_s)
     lines += [
         'echo "done: $failed cell(s) exited non-zero; tables: python -m runner report --results $RUN_DIR"',

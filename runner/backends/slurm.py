@@ -162,11 +162,11 @@ class SlurmBackend:
         root = self.job_root(ctx)
         root.mkdir(parents=True, exist_ok=True)
         if self.options.slurm.shared_dir:  # the node writes where every node (and we) can read
-            staging = root / "cells" / cell.id
+            staging = root / "cells" / cell.name
             shutil.rmtree(staging, ignore_errors=True)
         prepare_staging(staging, for_container_uid=True)
-        job_file, outcome_file = root / f"{cell.id}.job.json", root / f"{cell.id}.outcome.json"
-        node_log = root / f"{cell.id}.slurm.log"
+        job_file, outcome_file = root / f"{cell.name}.job.json", root / f"{cell.name}.outcome.json"
+        node_log = root / f"{cell.name}.slurm.log"
         for stale in (outcome_file, node_log):
             stale.unlink(missing_ok=True)
         ref = self.refs.get(image.tag, image.tag)
@@ -178,15 +178,15 @@ class SlurmBackend:
                "log": str(log_path), "outcome": str(outcome_file), "pull": ref != image.tag,
                "image_tag": image.tag}
         job_file.write_text(json.dumps(job, indent=1))
-        script = root / f"{cell.id}.sbatch"
+        script = root / f"{cell.name}.sbatch"
         script.write_text("#!/bin/sh\n# dlbench: one cell's container on the node Slurm chose\n"
                           f"cd {shlex.quote(str(ROOT))} || exit 1\n"
                           f"PYTHONPATH={shlex.quote(str(ROOT))} exec {shlex.quote(sys.executable)} "
                           f"-m runner.backends.slurm {shlex.quote(str(job_file))}\n")
         if ctx.stop.is_set():
             return Execution(error="interrupted before submission", image=image.tag)
-        cmd = ["sbatch", "--parsable", f"--job-name=dlbench-{cell.id}"[:200],
-               f"--comment={COMMENT_PREFIX} run={ctx.run_id} cell={cell.id} lock={ctx.lock_path}",
+        cmd = ["sbatch", "--parsable", f"--job-name=dlbench-{cell.name}"[:200],
+               f"--comment={COMMENT_PREFIX} run={ctx.run_id} cell={cell.name} lock={ctx.lock_path}",
                f"--time={time_limit_min(timeout)}", f"--output={node_log}", f"--chdir={ROOT}",
                f"--cpus-per-task={cpus_of(cell)}", f"--mem={memory_of(cell)}"]
         if cell.device == "gpu" and cell.gpus:
@@ -203,14 +203,14 @@ class SlurmBackend:
                              image=image.tag)
         job_id = proc.stdout.strip().split(";")[0]
         with self.lock:
-            self.jobs[cell.id] = job_id
+            self.jobs[cell.name] = job_id
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"[runner] Slurm job {job_id} ({' '.join(shlex.quote(c) for c in cmd[1:])})\n")
-        state, fields = self._follow(ctx, cell.id, job_id)
+        state, fields = self._follow(ctx, cell.name, job_id)
         ex = self._outcome(outcome_file, state, fields, timeout)
         ex.seconds = time.monotonic() - started
         ex.image = image.tag
-        ex.result, ex.result_problem = read_staged_result(staging / f"{cell.id}.json")
+        ex.result, ex.result_problem = read_staged_result(staging / f"{cell.name}.json")
         self._append(node_log, log_path)
         if self.options.slurm.shared_dir:
             shutil.rmtree(staging, ignore_errors=True)
