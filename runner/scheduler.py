@@ -208,8 +208,10 @@ class Scheduler:
         staging = ctx.run_dir / STAGING / cell.name
         log_path = ctx.run_dir / "logs" / f"{cell.name}.log"
         started_at = now_iso()
-        if staging.exists() or staging.is_symlink():
-            shutil.rmtree(staging) if not staging.is_symlink() else staging.unlink()
+        if staging.is_symlink():      # a cell of an earlier attempt may have left anything here
+            staging.unlink()
+        elif staging.exists():
+            shutil.rmtree(staging)
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"=== dlbench run {ctx.run_id} cell {cell.name}: backend {self.backend.name}"
                       f"{', image ' + image.tag if self.backend.uses_images else ''}, started {started_at}"
