@@ -60,6 +60,10 @@ def validate_result(obj) -> list[str]:
     return [f"{_error_path(e)}: {e.message}" for e in errors]
 
 
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a JSON number; a measurement that is {name} is not a result")
+
+
 def load_result(path) -> dict:
     """Read and validate one result file; ResultError (one line) when it is missing, unparseable or invalid."""
     path = Path(path)
@@ -70,9 +74,11 @@ def load_result(path) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise ResultError(f"{path}: cannot read result file ({e})") from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise ResultError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except ValueError as e:  # NaN / Infinity: Python's json accepts them, JSON does not
+        raise ResultError(f"{path}: not valid JSON ({e})") from None
     errors = validate_result(obj)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
