@@ -223,6 +223,16 @@ def cmd_selftest(framework, device, gpus, precision, options):
     if not np.isfinite(loss):
         print("selftest FAILED: loss is not finite")
         return 1
+    compilations = getattr(step, "compilations", None)
+    if compilations is not None:
+        # a step that compiles again on a later call would put compilation into timed steps
+        for _ in range(3):
+            adapter.to_numpy(step(x, y))
+        count = int(compilations())
+        print("train step compilations after 4 calls: %d" % count)
+        if count != 1:
+            print("selftest FAILED: the train step compiled %d times (expected once)" % count)
+            return 1
     print("selftest ok")
     return 0
 
