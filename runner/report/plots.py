@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.workloads import WORKLOADS  # noqa: E402
-from runner.report_frame import MODEL_NAMES, options_label, slug  # noqa: E402
+from runner.report.frame import MODEL_NAMES, options_label, slug  # noqa: E402
 
 _SAVE = {"dpi": 100, "metadata": {"Software": None}}
 
