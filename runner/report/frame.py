@@ -307,6 +307,7 @@ def _combine_repeats(g: pd.DataFrame) -> pd.Series:
     row["head_s"], row["head_low_s"], row["head_high_s"] = mid, low, high
     row["head_rel"] = (high - low) / 2.0 / mid if coverage >= 0.95 and mid > 0 else math.nan
     row["head_n"] = float(ok["head_n"].sum())
+    row["timed_steps"] = float(ok["timed_steps"].sum()) if ok["timed_steps"].notna().all() else math.nan
     row["samples_per_s"] = batch / mid
     row["rate_low"], row["rate_high"] = batch / high, batch / low
     row["ci_missed"] = not (row["head_rel"] <= row["head_target"]) if _isnum(row["head_target"]) else \

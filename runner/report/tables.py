@@ -385,6 +385,8 @@ def hardware(df: pd.DataFrame) -> str:
                 f" ({fmt_bytes_gib(info['gpu_memory_bytes'])})"
         if count == 0:
             gpu = "none"
+        # a plain dict: NaN (all values missing, e.g. a broken file) is no description, None is
+        info = {k: (v if isinstance(v, str) or _isnum(v) else None) for k, v in info.items()}
         rows = [["CPU", info["cpu_model"] or MISSING],
                 ["Cores", str(int(info["cpu_cores"])) if _isnum(info["cpu_cores"]) else MISSING],
                 ["RAM", fmt_bytes_gib(info["ram_bytes"])],
