@@ -305,6 +305,9 @@ def metric_problems(metrics):
         value = metrics.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             problems.append("metrics.%s is negative (%r)" % (key, value))
+    rate = metrics.get("samples_per_s")
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate == 0:
+        problems.append("metrics.samples_per_s is 0 (no time was measured)")
     for i, value in enumerate(metrics.get("step_times_s") or []):
         if isinstance(value, (int, float)) and value < 0:
             problems.append("metrics.step_times_s[%d] is negative (%r)" % (i, value))

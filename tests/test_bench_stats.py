@@ -166,3 +166,9 @@ def test_short_steps_are_timed_in_groups():
     assert r.steps == 8 * len(r.times)
     assert r.times[0] == pytest.approx(0.0002)
     assert r.metrics()["timed_steps"] == r.steps
+
+
+def test_repeat_index_from_the_runner():
+    from bench.env import cell_ids_from_env
+    assert cell_ids_from_env({"DLBENCH_REPEAT": "2", "DLBENCH_RUN_ID": "r"}) == {"repeat": 2, "run_id": "r"}
+    assert "repeat" not in cell_ids_from_env({"DLBENCH_REPEAT": "x"})
