@@ -12,6 +12,8 @@ Exit codes: 0 ok, 1 error, 2 oom, 3 unsupported, 130 interrupted, 64 usage.
 import argparse
 import datetime
 import json
+import math
+import numbers
 import os
 import platform
 import signal
@@ -64,7 +66,27 @@ def build_parser():
     ap.add_argument("--precision", choices=PRECISIONS, default="fp32")
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--epochs", type=int)
-    ap.add_argument("--warmup", type=int)
+    ap.add_argument("--warmup", type=int,
+                    help="timed workloads: minimum warmup steps; warmup goes on until step time "
+                         "is steady")
+    cal = ap.add_argument_group(
+        "calibration (timed workloads; --iterations is the minimum sample count)")
+    cal.add_argument("--target-ci", type=float, default=0.02, metavar="FRACTION",
+                     help="stop once the 95%% CI of the median step time is within this "
+                          "relative half-width (default 0.02; 0: no target)")
+    cal.add_argument("--time-budget", type=float, default=30.0, metavar="SECONDS",
+                     help="stop timed sampling after this many seconds (default 30; 0: exactly "
+                          "--iterations samples)")
+    cal.add_argument("--max-steps", type=int, default=10000,
+                     help="stop after this many timed steps (default 10000)")
+    cal.add_argument("--max-warmup", type=int, default=100,
+                     help="most warmup steps when never steady (default 100)")
+    cal.add_argument("--warmup-budget", type=float, default=30.0, metavar="SECONDS",
+                     help="most warmup seconds when never steady (default 30; 0: exactly "
+                          "--warmup steps)")
+    cal.add_argument("--steady-tolerance", type=float, default=0.10, metavar="FRACTION",
+                     help="steady: the last 5 warmup steps within this of their median "
+                          "(default 0.10)")
     ap.add_argument("--device", choices=("gpu", "cpu"),
                     help="default: gpu when --gpus >= 1, else cpu")
     ap.add_argument("--gpus", type=int, default=0)
@@ -111,6 +133,11 @@ def resolve_params(args, options):
             params[key] = float(value) if key in ("momentum", "lr") else int(value)
     for flag in ("batch_size", "iterations", "epochs", "warmup"):
         value = getattr(args, flag)
+        if value is not None:
+            params[flag] = value
+    for flag in ("target_ci", "time_budget", "max_steps", "max_warmup", "warmup_budget",
+                 "steady_tolerance"):
+        value = getattr(args, flag, None)
         if value is not None:
             params[flag] = value
     if args.dataset:
@@ -208,6 +235,16 @@ def cmd_selftest(framework, device, gpus, precision, options):
     if not np.isfinite(loss):
         print("selftest FAILED: loss is not finite")
         return 1
+    compilations = getattr(step, "compilations", None)
+    if compilations is not None:
+        # a step that compiles again on a later call would put compilation into timed steps
+        for _ in range(3):
+            adapter.to_numpy(step(x, y))
+        count = int(compilations())
+        print("train step compilations after 4 calls: %d" % count)
+        if count != 1:
+            print("selftest FAILED: the train step compiled %d times (expected once)" % count)
+            return 1
     print("selftest ok")
     return 0
 
@@ -221,7 +258,9 @@ def write_atomic(path, document):
     fd, tmp = tempfile.mkstemp(prefix=".result-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(document, f, indent=2, sort_keys=False, default=_json_default)
+            # allow_nan=False: JSON has no NaN/Infinity; a writer that emits them lies
+            json.dump(document, f, indent=2, sort_keys=False, default=_json_default,
+                      allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
@@ -244,12 +283,48 @@ def _json_default(value):
     raise TypeError("not JSON serializable: %r" % (value,))
 
 
-def _finite(metrics):
-    """JSON has no NaN/inf: replace them by None (schema allows null where it matters)."""
-    for key, value in list(metrics.items()):
-        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+def _is_bad_number(value):
+    # numbers.Real covers numpy scalars too (np.float32 is no float subclass)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return not math.isfinite(float(value))
+
+
+# metrics that are rates or durations: a negative value is a broken measurement
+_NON_NEGATIVE = ("samples_per_s", "span_samples_per_s", "timed_wall_s", "train_time_s",
+                 "total_time_s", "validation_time_s", "inference_time_s", "compile_s",
+                 "warmup_s", "energy_j", "achieved_tflops", "mfu", "span_mean_step_s")
+
+
+def _finite(metrics, path="metrics"):
+    """JSON has no NaN/inf: replace them by None, everywhere; returns the paths replaced."""
+    bad = []
+    items = metrics.items() if isinstance(metrics, dict) else enumerate(metrics)
+    for key, value in list(items):
+        where = "%s.%s" % (path, key) if isinstance(metrics, dict) else "%s[%d]" % (path, key)
+        if _is_bad_number(value):
             metrics[key] = None
-    return metrics
+            bad.append(where)
+        elif isinstance(value, (dict, list)):
+            bad.extend(_finite(value, where))
+    return bad
+
+
+def metric_problems(metrics):
+    """Why these metrics must not be published: non-finite or negative rates and times."""
+    problems = ["%s is not a finite number" % where for where in _finite(metrics)]
+    for key in _NON_NEGATIVE:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            problems.append("metrics.%s is negative (%r)" % (key, value))
+    rate = metrics.get("samples_per_s")
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate == 0:
+        problems.append("metrics.samples_per_s is 0 (no time was measured)")
+    for i, value in enumerate(metrics.get("step_times_s") or []):
+        if isinstance(value, (int, float)) and value < 0:
+            problems.append("metrics.step_times_s[%d] is negative (%r)" % (i, value))
+            break
+    return problems
 
 
 class Logger(object):
@@ -347,10 +422,15 @@ def run_cell(args, options):
     if ctx is not None:
         metrics.update(ctx.metrics)
     metrics["peak_rss_bytes"] = _peak_rss()
+    problems = metric_problems(metrics)
+    if problems and status == "ok":
+        # a broken measurement becomes an error with the reason, never a published number
+        status = "error"
+        message = "invalid measurement: " + "; ".join(problems[:3])
     if environment is None:
         environment = envmod.collect(versions)
     result = {"schema_version": SCHEMA_VERSION, "cell": cell, "status": status,
-              "message": message, "metrics": _finite(metrics), "environment": environment,
+              "message": message, "metrics": metrics, "environment": environment,
               "log_tail": log.lines[-LOG_TAIL_LINES:], "started_at": started,
               "finished_at": now_iso()}
     if args.out:

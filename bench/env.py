@@ -27,7 +27,12 @@ CELL_ENV_VARS = {
 
 def cell_ids_from_env(environ=None):
     environ = os.environ if environ is None else environ
-    return dict((key, environ[var]) for var, key in CELL_ENV_VARS.items() if environ.get(var))
+    out = dict((key, environ[var]) for var, key in CELL_ENV_VARS.items() if environ.get(var))
+    # which of several processes of one cell this is (repeats); an integer in the result
+    repeat = environ.get("DLBENCH_REPEAT", "").strip()
+    if repeat.isdigit():
+        out["repeat"] = int(repeat)
+    return out
 
 
 def _decode(value):

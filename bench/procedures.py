@@ -311,6 +311,19 @@ def gru_imdb(ctx):
             % (seconds, 100 * acc, ctx.metrics["cudnn_rnn"]))
 
 
+def calibration(params):
+    """The Calibration for a timed workload from its resolved parameters (CLI flags)."""
+    def num(key, default, kind=float):
+        value = params.get(key)
+        return default if value is None else kind(value)
+    return measure.Calibration(
+        int(params["iterations"]), target=num("target_ci", 0.02) or None,
+        budget_s=num("time_budget", 30.0), max_steps=num("max_steps", 10000, int),
+        warmup_min=int(params.get("warmup") or 0), warmup_max=num("max_warmup", 100, int),
+        warmup_budget_s=num("warmup_budget", 30.0),
+        tolerance=num("steady_tolerance", 0.10))
+
+
 def _timed(ctx, run_step, training, on_step=None, on_warmup_done=None):
     p, adapter = ctx.params, ctx.adapter
     energy = measure.EnergyMeter(ctx.gpu_indices)
@@ -321,15 +334,25 @@ def _timed(ctx, run_step, training, on_step=None, on_warmup_done=None):
         if on_warmup_done is not None:
             on_warmup_done()
 
-    result = measure.time_steps(run_step, int(p.get("warmup") or 0), int(p["iterations"]),
+    cal = calibration(p)
+    result = measure.time_steps(run_step, cal.warmup_min, cal.min_samples,
                                 adapter.synchronize, ctx.global_batch, on_step=on_step,
-                                on_warmup_done=started)
+                                on_warmup_done=started, calibration=cal)
     joules = energy.joules()
     ctx.metrics.update(result.metrics())
     ctx.metrics["energy_j"] = joules
     ctx.metrics["peak_memory_bytes"] = adapter.peak_memory()
     ctx.metrics["global_batch_size"] = ctx.global_batch
-    ctx.throughput(len(result.times) * ctx.global_batch, result.span, training)
+    h = ctx.metrics.get("headline")
+    # the headline rate (batch / median step time), and FLOPs over the same time
+    if h is not None:
+        ctx.throughput(ctx.global_batch, h["value"], training)
+    ctx.log("warmup: %d steps, %.3f s (first step %.3f s), %s; timed: %d samples x %d step(s), "
+            "median %.4g s, 95 %% CI [%.4g, %.4g] s, stopped: %s"
+            % (len(result.warmup_times), result.warmup_s,
+               result.warmup_times[0] if result.warmup_times else 0.0, result.warmup_reason,
+               len(result.times), result.loops, h["value"] if h else 0.0,
+               h["ci_low"] if h else 0.0, h["ci_high"] if h else 0.0, result.stop_reason))
     return result
 
 
@@ -360,14 +383,17 @@ def vgg16_step(ctx):
     x = adapter.to_device(synthetic_images(ctx.rng, ctx.global_batch, spec["input"]["shape"]))
     y = adapter.to_device(ctx.rng.randint(0, 1000, ctx.global_batch).astype(np.int64))
     result = _timed(ctx, lambda i: step(x, y), training=True)
-    ctx.metrics["span_mean_step_s"] = result.span / len(result.times)
-    ctx.log("Mean time per trial over %d trials (batch %d): %.3f ms"
-            % (len(result.times), ctx.global_batch, 1000 * result.span / len(result.times)))
+    ctx.metrics["span_mean_step_s"] = result.span / result.steps
+    h = result.headline()
+    ctx.log("Mean time per trial over %d trials (batch %d): %.3f ms; median %.3f +/- %.3f ms"
+            % (result.steps, ctx.global_batch, 1000 * result.span / result.steps,
+               1000 * h["value"], 1000 * (h["ci_high"] - h["ci_low"]) / 2))
 
 
 def _alexnet(ctx, backward):
     """Seed 004: TF tutorial AlexNet benchmark, forward or forward-backward
-    (gradients of l2_loss(pool5), no update), sec / batch +/- std."""
+    (gradients of l2_loss(pool5), no update), sec / batch +/- the 95 % CI half-width of the
+    median (the seed printed a population std of the steps)."""
     adapter = ctx.adapter
     spec = specs.get_spec("alexnet-tutorial")
     model = ctx.build(spec, training=backward)
@@ -389,10 +415,13 @@ def _alexnet(ctx, backward):
 
     result = _timed(ctx, run, training=backward, on_step=on_step)
     mean, std = measure.mean_std(result.times)
+    h = result.headline()
+    half = (h["ci_high"] - h["ci_low"]) / 2
     ctx.log("%s: %s across %d steps, %.3f +/- %.3f sec / batch"
             % (datetime.datetime.now(), "Forward-backward" if backward else "Forward",
-               len(result.times), mean, std))
-    ctx.metrics["sec_per_batch"] = {"mean": mean, "std": std}
+               len(result.times), h["value"], half))
+    ctx.metrics["sec_per_batch"] = {"mean": mean, "std": std, "median": h["value"],
+                                    "ci_half_width": half}
 
 
 def alexnet_fwd(ctx):

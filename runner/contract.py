@@ -13,7 +13,7 @@ from typing import Optional
 
 from bench import contract
 from bench.contract import OPTIONS_FLAG, encode_options
-from runner.matrix import Cell
+from runner.matrix import CALIBRATION_FLAGS, Cell
 
 LOG_TAIL_LINES = 20
 
@@ -43,6 +43,8 @@ def bench_args(cell: Cell, data_dir: str, out: str) -> list[str]:
     for flag, value in (("--iterations", cell.iterations), ("--epochs", cell.epochs), ("--warmup", cell.warmup)):
         if value is not None:
             args += [flag, str(value)]
+    for key, value in cell.calibration:   # the profile's sampling rule (bench/measure.py)
+        args += [CALIBRATION_FLAGS[key], str(value)]
     args += ["--device", cell.device, "--gpus", str(cell.gpus), "--data-dir", data_dir]
     if cell.dataset:
         args += ["--dataset", cell.dataset]

@@ -77,6 +77,29 @@ class Variant(_Strict):
     options: Options = Field(min_length=1)
 
 
+Repeats = Annotated[int, Strict(), Field(gt=0, le=100)]
+Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+Budget = Annotated[float, Field(ge=0, le=24 * 3600, allow_inf_nan=False)]
+
+
+class Calibration(_Strict):
+    """How bench samples a timed workload (bench/measure.py): warm up until steady, then time steps until the
+    95 % CI of the median is within target_ci of it, or the budget is spent. 0 budgets: exactly the
+    workload's warmup/iterations (smoke)."""
+    target_ci: Optional[Fraction] = None
+    time_budget_s: Optional[Budget] = None
+    warmup_budget_s: Optional[Budget] = None
+    max_warmup: Optional[Annotated[int, Strict(), Field(ge=0, le=100000)]] = None
+    max_steps: Optional[Annotated[int, Strict(), Field(gt=0, le=10_000_000)]] = None
+    steady_tolerance: Optional[Fraction] = None
+
+
+# calibration key -> the bench flag that carries it
+CALIBRATION_FLAGS = {"target_ci": "--target-ci", "time_budget_s": "--time-budget",
+                     "warmup_budget_s": "--warmup-budget", "max_warmup": "--max-warmup", "max_steps": "--max-steps",
+                     "steady_tolerance": "--steady-tolerance"}
+
+
 class WorkloadSpec(_Strict):
     batch_sizes: Optional[list[BatchSize]] = Field(default=None, min_length=1)
     precisions: Optional[list[Precision]] = Field(default=None, min_length=1)
@@ -92,7 +115,8 @@ class WorkloadSpec(_Strict):
     timeout_s: Optional[Seconds] = None
     # the container's memory limit in GB (default: most of the host's memory; see runner/backends/docker.py)
     memory_gb: Optional[Annotated[float, Field(gt=0, le=1 << 16, allow_inf_nan=False)]] = None
-    repeats: Optional["Repeats"] = None
+    repeats: Optional[Repeats] = None
+    calibration: Optional[Calibration] = None
     options: Options = {}
     variants: Optional[list[Variant]] = Field(default=None, min_length=1, max_length=500)
 
@@ -116,13 +140,13 @@ class Rule(_Strict):
     gpus: Optional[Annotated[int, Strict(), Field(ge=0, le=64)]] = None
 
 
-Repeats = Annotated[int, Strict(), Field(gt=0, le=100)]
 
 
 class Profile(_Strict):
     timeout_s: Optional[Seconds] = None
     # fresh processes (containers) per cell; the tables show the median over them with its interval
     repeats: Optional[Repeats] = None
+    calibration: Optional[Calibration] = None
     workloads: dict[Name, WorkloadSpec] = {}
 
 
@@ -180,6 +204,7 @@ class Cell:
     memory_gb: Optional[float] = field(default=None, compare=False, hash=False)
     repeats: int = field(default=1, compare=False, hash=False)   # processes the cell runs in
     repeat: int = 0                                               # which of them this is (0: the only one)
+    calibration: tuple[tuple[str, Any], ...] = field(default=(), compare=False, hash=False)
 
     @property
     def key(self) -> tuple:
@@ -377,8 +402,12 @@ def _merge(base: Optional[WorkloadSpec], override: Optional[WorkloadSpec], profi
     """A workload's settings under a profile: the profile's own entry for it wins, then the matrix's entry,
     then the profile-wide defaults (repeats)."""
     merged = dict(base.model_dump(exclude_unset=True)) if base else {}
-    if profile is not None and profile.repeats and "repeats" not in merged:
-        merged["repeats"] = profile.repeats
+    if profile is not None:
+        if profile.repeats and "repeats" not in merged:
+            merged["repeats"] = profile.repeats
+        if profile.calibration is not None:
+            merged["calibration"] = {**profile.calibration.model_dump(exclude_none=True),
+                                     **(merged.get("calibration") or {})}
     if override:
         over = override.model_dump(exclude_unset=True)
         options = {**merged.get("options", {}), **over.pop("options", {})}
@@ -594,7 +623,9 @@ def _workload_cells(wl_name: str, wl: WorkloadSpec, images: dict, frameworks: di
                 eval_batches=wl.eval_batches if wl.eval_batches is not None else defaults.get("eval_batches"),
                 synthetic=bool(wl.synthetic), timeout_s=wl.timeout_s or default_timeout,
                 options=options, image=image, variant=variant, memory_gb=wl.memory_gb,
-                repeats=wl.repeats or 1))
+                repeats=wl.repeats or 1,
+                calibration=tuple(sorted(wl.calibration.model_dump(exclude_none=True).items()))
+                if wl.calibration else ()))
     return out
 
 

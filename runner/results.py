@@ -66,6 +66,10 @@ def validate_result(obj) -> list[str]:
     return [f"{_error_path(e)}: {e.message}" for e in errors]
 
 
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a JSON number; a measurement that is {name} is not a result")
+
+
 def _depth_exceeds(obj, limit: int) -> bool:
     stack = [(obj, 1)]
     while stack:  # iterative: a deep document must not exhaust the interpreter's stack here either
@@ -79,7 +83,7 @@ def _depth_exceeds(obj, limit: int) -> bool:
     return False
 
 
-def read_json_file(path, what: str = "result file"):
+def read_json_file(path, what: str = "result file", lenient: bool = False):
     """The JSON document in a regular file (not a symlink, device or pipe) of bounded size and depth;
     ResultError (one line, naming the file) otherwise."""
     path = Path(path)
@@ -106,18 +110,20 @@ def read_json_file(path, what: str = "result file"):
         raise ResultError(f"{path}: cannot read {what} ({e.strerror or e})") from None
     if len(data) > MAX_RESULT_BYTES:
         raise ResultError(f"{path}: {what} is too big (over {MAX_RESULT_BYTES} bytes)")
-    return parse_json_bytes(data, path, what)
+    return parse_json_bytes(data, path, what, lenient)
 
 
-def parse_json_bytes(data: bytes, path, what: str = "result file"):
-    """The JSON document in `data` (`path` names where it came from), of bounded depth; ResultError otherwise."""
+def parse_json_bytes(data: bytes, path, what: str = "result file", lenient: bool = False):
+    """The JSON document in `data` (`path` names where it came from), of bounded depth; ResultError otherwise.
+    `lenient` accepts NaN/Infinity: only for salvaging what a broken file says about its cell."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ResultError(f"{path}: cannot read {what} (not UTF-8: byte 0x{data[e.start]:02x} at offset "
                           f"{e.start})") from None
     try:
-        obj = json.loads(text)
+        # Python accepts NaN/Infinity; JSON does not, and a measurement that is one is no result
+        obj = json.loads(text) if lenient else json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise ResultError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except RecursionError:
@@ -308,7 +314,7 @@ def load_run(run_dir) -> list[dict]:
             obj = load_result(path)
         except ResultError as e:
             try:
-                raw = read_json_file(path)
+                raw = read_json_file(path, lenient=True)
             except ResultError:
                 raw = None
             obj = error_result(_salvage_cell(raw, run_dir, path), "error",

@@ -62,3 +62,17 @@ def test_lenet_fashion_mnist_accuracy_in_a_container(docker_client, run_cli, tmp
     result = accuracy_in_container(run_cli, tmp_path, FRAMEWORK, VERSION, ACCURACY_ITERATIONS,
                                    ACCURACY_OPTIONS)
     assert result["metrics"]["test_accuracy"] >= 0.85, result["metrics"]["test_accuracy"]
+
+
+@pytest.mark.docker
+def test_train_step_compiles_once_in_the_container(docker_client, quiet_console):
+    """The PRNG key and optimizer state go into the jitted step committed to the device, so
+    call 2 (committed outputs of call 1) does not retrace: one compilation over 4 calls."""
+    from test_adapter_mxnet import image_for
+    image = image_for(FRAMEWORK, docker_client, quiet_console)
+    raw = docker_client.containers.run(image.tag, ["--framework", FRAMEWORK, "--selftest"],
+                                       remove=True, stdout=True, stderr=False,
+                                       environment={"OMP_NUM_THREADS": "2"})
+    out = raw.decode()
+    assert "train step compilations after 4 calls: 1" in out, out
+    assert "selftest ok" in out, out

@@ -41,6 +41,9 @@ def run_bench(tmp_path, args, rlimit_as=None, timeout=600):
     return proc, result
 
 
+# smoke size: exactly --warmup and --iterations steps (no calibration)
+FIXED = ["--time-budget", "0", "--warmup-budget", "0"]
+
 SMOKE = [
     ("lenet-mnist", ["--dataset", "fashion-mnist", "--iterations", "2", "--batch-size", "8",
                      "--option", "eval_batches=2"]),
@@ -54,19 +57,19 @@ SMOKE = [
                                      "2", "--batch-size", "4", "--option", "eval_batches=1"]),
     ("gru-imdb", ["--synthetic", "--epochs", "1", "--iterations", "2", "--batch-size", "4",
                   "--option", "eval_batches=2"]),
-    ("resnet50-inference", ["--iterations", "2", "--warmup", "1", "--batch-size", "1"]),
-    ("vgg16-step", ["--iterations", "1", "--warmup", "0", "--batch-size", "1"]),
-    ("alexnet-fwd", ["--iterations", "3", "--warmup", "1", "--batch-size", "2"]),
-    ("alexnet-fwdbwd", ["--iterations", "2", "--warmup", "1", "--batch-size", "2"]),
-    ("cnn-synthetic-alexnet", ["--model", "alexnet", "--iterations", "2", "--warmup", "1",
+    ("resnet50-inference", ["--iterations", "2", "--warmup", "1", "--batch-size", "1", *FIXED]),
+    ("vgg16-step", ["--iterations", "1", "--warmup", "0", "--batch-size", "1", *FIXED]),
+    ("alexnet-fwd", ["--iterations", "3", "--warmup", "1", "--batch-size", "2", *FIXED]),
+    ("alexnet-fwdbwd", ["--iterations", "2", "--warmup", "1", "--batch-size", "2", *FIXED]),
+    ("cnn-synthetic-alexnet", ["--model", "alexnet", *FIXED, "--iterations", "2", "--warmup", "1",
                                "--batch-size", "2"]),
-    ("cnn-synthetic-resnet50", ["--model", "resnet50", "--iterations", "1", "--warmup", "0",
+    ("cnn-synthetic-resnet50", ["--model", "resnet50", *FIXED, "--iterations", "1", "--warmup", "0",
                                 "--batch-size", "1"]),
-    ("cnn-synthetic-vgg16", ["--model", "vgg16", "--iterations", "1", "--warmup", "0",
+    ("cnn-synthetic-vgg16", ["--model", "vgg16", *FIXED, "--iterations", "1", "--warmup", "0",
                              "--batch-size", "1"]),
-    ("cnn-synthetic-inception3", ["--model", "inception3", "--iterations", "1", "--warmup", "0",
+    ("cnn-synthetic-inception3", ["--model", "inception3", *FIXED, "--iterations", "1", "--warmup", "0",
                                   "--batch-size", "1"]),
-    ("cnn-synthetic-nasnet", ["--model", "nasnet", "--iterations", "1", "--warmup", "0",
+    ("cnn-synthetic-nasnet", ["--model", "nasnet", *FIXED, "--iterations", "1", "--warmup", "0",
                               "--batch-size", "1"]),
     ("vgg19-mnist", ["--synthetic", "--epochs", "1", "--iterations", "2", "--batch-size", "4",
                      "--option", "eval_batches=2"]),
@@ -112,6 +115,11 @@ def test_smoke_every_workload(tmp_path, case, args):
                     "cnn-synthetic"):
         assert metrics["step_time_s"]["n"] == int(args[args.index("--iterations") + 1])
         assert len(metrics["step_times_s"]) == metrics["step_time_s"]["n"]
+        assert metrics["warmup_steps"] == int(args[args.index("--warmup") + 1])
+        h = metrics["headline"]
+        assert h["n"] == metrics["step_time_s"]["n"] and h["stop_reason"] == "budget_spent"
+        assert h["ci_low"] <= h["value"] <= h["ci_high"]
+        assert metrics["samples_per_s"] == pytest.approx(cell["batch_size"] / h["value"])
     if workload == "resnet50-inference":
         assert metrics["feature_shape"] == [1, 2048]
     if workload.startswith("alexnet"):
@@ -120,6 +128,40 @@ def test_smoke_every_workload(tmp_path, case, args):
                    for line in result["log_tail"])
     if workload == "cnn-synthetic":
         assert "images/sec: " in proc.stdout and "total images/sec: " in proc.stdout
+
+
+def test_calibrated_timing_records_warmup_ci_and_stop_reason(tmp_path):
+    proc, result = run_bench(tmp_path, ["--framework", "pytorch", "--workload", "alexnet-fwd",
+                                        "--batch-size", "1", "--iterations", "8", "--warmup", "2",
+                                        "--target-ci", "0.05", "--time-budget", "4",
+                                        "--warmup-budget", "4"])
+    assert result["status"] == "ok", proc.stderr[-3000:]
+    m = result["metrics"]
+    h = m["headline"]
+    assert h["stop_reason"] in ("target_met", "budget_spent", "max_steps")
+    assert h["n"] >= 8 and h["target_rel_half_width"] == 0.05 and h["time_budget_s"] == 4
+    if h["stop_reason"] == "target_met":
+        assert h["rel_half_width"] <= 0.05
+    assert m["warmup_steps"] >= 2 and m["compile_s"] > 0 and m["warmup_s"] >= m["compile_s"]
+    assert m["warmup_stop"] in ("steady", "max_warmup", "time_cap")
+    low, high = m["samples_per_s_ci"]
+    assert low <= m["samples_per_s"] <= high
+    assert any("95 % CI" in line for line in result["log_tail"])
+
+
+def test_a_nan_measurement_becomes_an_error_not_a_number(tmp_path, monkeypatch):
+    from bench import cli
+    metrics = {"samples_per_s": float("nan"), "step_times_s": [0.1, float("inf")],
+               "train_time_s": -1.0}
+    problems = cli.metric_problems(metrics)
+    assert "metrics.samples_per_s is not a finite number" in problems
+    assert "metrics.step_times_s[1] is not a finite number" in problems
+    assert any("train_time_s is negative" in p for p in problems)
+    assert metrics["samples_per_s"] is None and metrics["step_times_s"][1] is None
+    out = tmp_path / "r.json"
+    with pytest.raises(ValueError):
+        cli.write_atomic(str(out), {"x": float("nan")})
+    assert not out.exists()
 
 
 def test_oom_is_reported_not_crashed(tmp_path):

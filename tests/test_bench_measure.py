@@ -33,15 +33,19 @@ def test_empty_summary():
     assert measure.summarize([])["n"] == 0
 
 
-def test_time_steps_warmup_excluded_and_synchronized():
+def test_time_steps_fixed_counts_warmup_excluded_and_synchronized():
     calls, syncs = [], []
     result = measure.time_steps(lambda i: calls.append(i), warmup=3, steps=5,
                                 synchronize=lambda: syncs.append(len(calls)), batch_size=8)
     assert len(calls) == 8 and len(result.times) == 5
-    # one sync after the warmup, then one after every timed step
-    assert syncs == [3, 4, 5, 6, 7, 8]
+    # warmup steps are timed one by one (for steadiness and compile_s), then one sync after
+    # the warmup, then one after every timed step
+    assert syncs == [1, 2, 3, 3, 4, 5, 6, 7, 8]
     assert result.span >= sum(result.times)
-    assert result.samples_per_s == pytest.approx(5 * 8 / result.span)
+    assert result.span_samples_per_s == pytest.approx(5 * 8 / result.span)
+    assert result.samples_per_s == pytest.approx(8 / measure.median(result.times))
+    m = result.metrics()
+    assert m["warmup_steps"] == 3 and m["timed_steps"] == 5 and m["loops"] == 1
 
 
 def test_flops_metrics_and_mfu():

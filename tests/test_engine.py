@@ -132,7 +132,7 @@ def test_cell_record_is_one_shape_on_both_sides(torch_cell):
     from runner.contract import cell_record
     plan, rendered, cell = torch_cell
     record = cell_record(cell, "run-1", "smoke")
-    assert tuple(record) == CELL_KEYS and record["id"] == cell.id and record["options"] == dict(cell.options)
+    assert tuple(record) == tuple(k for k in CELL_KEYS if k != "repeat") and record["id"] == cell.id and record["options"] == dict(cell.options)
     with pytest.raises(TypeError, match="unknown field"):
         bench_record(framework="pytorch", colour="blue")
 
@@ -239,3 +239,16 @@ def test_gpu_slots_share_gpus_between_cells():
     assert all(two_start[3] >= e[3] for e in log if e[0] == "end" and e[1] == 1)  # and the 2-GPU one waited
     stop.set()
     assert GpuSlots([0]).acquire(2, stop) is None                       # a stop releases waiters
+
+
+def test_the_profiles_sampling_rule_reaches_bench():
+    """matrix.yaml's profile calibration becomes bench's flags, which bench parses back to the same values."""
+    from bench.cli import build_parser
+    for profile, expect in (("cpu", {"target_ci": 0.05, "time_budget": 10.0, "warmup_budget": 10.0,
+                                     "max_warmup": 50}),
+                            ("smoke", {"time_budget": 0.0, "warmup_budget": 0.0}),
+                            ("full", {"target_ci": 0.02, "time_budget": 120.0, "max_steps": 10000})):
+        plan, _ = plan_and_images(only=["pytorch"], workload=["vgg16-step"], profile=profile,
+                                  device="gpu" if profile == "full" else "cpu")
+        parsed = build_parser().parse_args(bench_args(plan.cells[0], "/data", "/results/x.json"))
+        assert {k: getattr(parsed, k) for k in expect} == expect, profile

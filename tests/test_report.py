@@ -16,15 +16,17 @@ from runner.report import (
     EMPTY_SECTION, SECTION_NAMES, add_report_arguments, build_frame, build_sections, compare_runs, comparison_section,
     load_frame, run_report,
 )
-from runner.report_frame import framework_label, latest_cells, options_label
-from runner.report_plots import make_plots
-from runner.report_tables import SECTION_TITLES
+from runner.report.frame import framework_label, latest_cells, options_label
+from runner.report.plots import make_plots
+from runner.report.tables import SECTION_TITLES
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures" / "results"
 BASE_RUN = FIXTURES / "20261121-090000-b0b0"
 GPU_RUN = FIXTURES / "20261122-061500-ab12"
 CPU_RUN = FIXTURES / "20261122-070000-cd34"
+CI_RUN = FIXTURES / "20261123-080000-ef56"     # later, partial, calibrated (headline + 95 % CI)
+SMOKE_RUN = FIXTURES / "20261123-090000-5a0e"  # latest of all, smoke profile
 GOLDEN = HERE / "golden" / "report"
 
 
@@ -295,7 +297,8 @@ def test_run_report_end_to_end(tmp_path, capsys, monkeypatch):
     assert tables.count("\n## ") == len(SECTION_NAMES)
     assert "regression" in tables
     csv = pd.read_csv(out / "results.csv")
-    assert len(csv) == len(list(GPU_RUN.glob("*.json"))) + len(list(CPU_RUN.glob("*.json")))
+    # the runs given, merged over the other (non-smoke) runs of their results root
+    assert len(csv) == sum(len(list(r.glob("*.json"))) for r in (GPU_RUN, CPU_RUN, CI_RUN))
     assert {"speedup", "verdict", "baseline_run", "framework_label", "machine"} <= set(csv.columns)
     assert (csv["verdict"] == "regression").sum() == 1
     text = readme.read_text()
@@ -303,9 +306,9 @@ def test_run_report_end_to_end(tmp_path, capsys, monkeypatch):
     assert "](reports/train-time-gpu-box.png)" in text and (out / "train-time-gpu-box.png").is_file()
     before = readme.read_bytes()
     # a second report changes no byte of the README (plots are not redrawn here, to keep the test fast)
-    import runner.report_plots
+    import runner.report.plots
     drawn = sorted(p.name for p in out.glob("*.png"))
-    monkeypatch.setattr(runner.report_plots, "make_plots", lambda df, d: [
+    monkeypatch.setattr(runner.report.plots, "make_plots", lambda df, d: [
         (t, n) for t, n in _plot_list(tables) if n in drawn])
     assert run_report(_args(results=[GPU_RUN, CPU_RUN], out=out, readme=readme, baseline=BASE_RUN.name)) == 0
     assert readme.read_bytes() == before
@@ -316,12 +319,15 @@ def _plot_list(markdown):
     return re.findall(r"!\[([^\]]*)\]\(([^)]*)\)", markdown)
 
 
-def test_run_report_default_is_latest_run(tmp_path, capsys):
+def test_run_report_default_is_the_latest_result_of_every_cell(tmp_path, capsys):
     args = _args(out=tmp_path / "out")
     args.results_root = FIXTURES
     assert run_report(args) == 0
-    assert "20261122-070000-cd34" in (tmp_path / "out" / "README-tables.md").read_text()
-    assert "20261122-061500-ab12" not in (tmp_path / "out" / "README-tables.md").read_text()
+    tables = (tmp_path / "out" / "README-tables.md").read_text()
+    for run in (GPU_RUN, CPU_RUN, CI_RUN):   # every run that still holds a cell's latest result
+        assert run.name in tables
+    assert BASE_RUN.name not in tables       # each of its cells was measured again later
+    assert SMOKE_RUN.name not in tables      # smoke runs only when asked
 
 
 @pytest.mark.parametrize("kind", ["empty-dir", "missing-dir", "root-not-run", "unknown-baseline",
@@ -366,7 +372,7 @@ def test_run_report_bad_input_exits_2_without_traceback(tmp_path, capsys, kind):
 
 
 def test_rows_are_labelled_with_the_version_that_ran():
-    from runner.report_frame import ran_version
+    from runner.report.frame import ran_version
     assert ran_version("2.15.0", "2.15.0+cu132") == "2.15.0"      # the same release, a local build label
     assert ran_version("2.15.0", "2.13.0+cpu") == "2.13.0+cpu"    # --backend local met another version
     assert ran_version("2.15.0", None) == "2.15.0"                # never started: nothing reported
@@ -374,7 +380,7 @@ def test_rows_are_labelled_with_the_version_that_ran():
 
 
 def test_option_values_group_and_label_alike_from_bench_and_runner():
-    from runner.report_frame import build_frame
+    from runner.report.frame import build_frame
     base = {"schema_version": 1, "status": "ok", "metrics": {}, "environment": {}}
     from_bench = dict(base, cell={"framework": "tensorflow", "workload": "vgg16-step", "batch_size": 16,
                                   "precision": "fp32", "device": "cpu", "gpus": 0,

@@ -44,6 +44,12 @@ def test_every_fixture_but_the_broken_one_is_valid():
     (lambda r: r.update(extra_field=1), "(top level)"),
     (lambda r: r["metrics"]["step_time_s"].pop("jitter"), "metrics.step_time_s"),
     (lambda r: r.update(schema_version=2), "schema_version"),
+    (lambda r: r["metrics"].update(samples_per_s=-1.0), "metrics.samples_per_s"),
+    (lambda r: r["metrics"].update(samples_per_s=0.0), "metrics.samples_per_s"),
+    (lambda r: r["metrics"].update(train_time_s=-3.0), "metrics.train_time_s"),
+    (lambda r: r["metrics"].update(step_times_s=[0.1, -0.1]), "metrics.step_times_s[1]"),
+    (lambda r: r["metrics"].update(headline={"metric": "step_time_s"}), "metrics.headline"),
+    (lambda r: r["metrics"].update(warmup_stop="bored"), "metrics.warmup_stop"),
 ])
 def test_validate_result_rejects_broken_results(breakage, where):
     obj = _good()
@@ -51,6 +57,15 @@ def test_validate_result_rejects_broken_results(breakage, where):
     errors = validate_result(obj)
     assert errors
     assert any(e.startswith(where + ": ") for e in errors), errors
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_load_result_refuses_nan_and_infinity(tmp_path, token):
+    # Python's json reads these by default; JSON has no such numbers, and a rate that is one is no result
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_good(), indent=2).replace('"timed_wall_s": ', '"timed_wall_s": ' + token + ", \"x\": "))
+    with pytest.raises(ResultError, match=f"not valid JSON .*{token.lstrip('-')}"):
+        load_result(path)
 
 
 def test_validate_result_rejects_non_objects():

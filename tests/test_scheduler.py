@@ -50,7 +50,7 @@ class FakeBackend:
     def prepare(self, ctx, cells, image_of, fail):
         keep = []
         for cell in cells:
-            if FakeBackend.behaviour.get(cell.id) == "unbuildable":
+            if FakeBackend.behaviour.get(cell.name) == "unbuildable":
                 fail(cell, "image could not be built (fake)", None)
             else:
                 keep.append(cell)
@@ -61,10 +61,10 @@ class FakeBackend:
         with cls.guard:
             cls.running += 1
             cls.max_running = max(cls.max_running, cls.running)
-            cls.executed.append(cell.id)
+            cls.executed.append(cell.name)
         try:
             time.sleep(cls.delay_s)
-            what = cls.behaviour.get(cell.id, "ok")
+            what = cls.behaviour.get(cell.name, "ok")
             if what == "interrupt":
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.5)

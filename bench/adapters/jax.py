@@ -298,12 +298,15 @@ class Adapter(BaseAdapter):
         init = jax.jit(lambda k: module.init({"params": k}, self._dummy_input(spec), train=False))
         variables = init(params_key)
         variables = dict(variables)
-        model = _Model(module, spec, variables, self_key)
-        if self.mesh is not None:
-            model.variables = jax.device_put(model.variables, self.replicated)
-        else:
-            model.variables = jax.device_put(model.variables, self.devs[0])
+        # the dropout key is committed to the device like the variables: an uncommitted key
+        # on the train step's first call and a committed one (its output) on the second
+        # would make jit compile the step twice, the second time inside a timed step
+        model = _Model(module, spec, jax.device_put(variables, self._placement()),
+                       jax.device_put(self_key, self._placement()))
         return model
+
+    def _placement(self):
+        return self.replicated if self.mesh is not None else self.devs[0]
 
     def param_count(self, model):
         leaves = self.jax.tree_util.tree_leaves(model.variables["params"])
@@ -360,7 +363,9 @@ class Adapter(BaseAdapter):
         params = model.variables["params"]
         opt_state = tx.init(params) if tx is not None else \
             jax.tree_util.tree_map(jnp.zeros_like, params)
-        state = [params, model.variables.get("batch_stats", {}), opt_state, model.rng]
+        # commit every part of the state where its outputs will live (see build): one compile
+        state = list(jax.device_put((params, model.variables.get("batch_stats", {}), opt_state,
+                                     model.rng), self._placement()))
         adapter = self
 
         def step(x, y):
@@ -373,6 +378,9 @@ class Adapter(BaseAdapter):
             adapter._pending = (loss, new_state[0])
             return loss
 
+        cache_size = getattr(jitted, "_cache_size", None)
+        if cache_size is not None:
+            step.compilations = cache_size  # how many times jit compiled the step (selftest)
         return step
 
     def make_forward(self, model):
@@ -399,8 +407,7 @@ class Adapter(BaseAdapter):
         model = self.build(spec, training=False)
         with open(os.path.join(path, "variables.msgpack"), "rb") as f:
             restored = serialization.from_bytes(self.jax.device_get(model.variables), f.read())
-        target = self.replicated if self.mesh is not None else self.devs[0]
-        model.variables = dict(self.jax.device_put(restored, target))
+        model.variables = dict(self.jax.device_put(restored, self._placement()))
         return model
 
     def rnn_uses_cudnn(self, model):

@@ -1,6 +1,6 @@
 """Report stage, Markdown: one section per README marker, in the seeds' table formats.
 
-Every function takes the tidy frame (runner.report_frame.build_frame, one row per cell) and returns
+Every function takes the tidy frame (runner.report.frame.build_frame, one row per cell) and returns
 Markdown without a heading, or '' when the frame holds nothing for that section.
 """
 
@@ -12,32 +12,12 @@ from typing import Optional
 import pandas as pd
 
 from bench.workloads import WORKLOADS
-from runner.report_frame import (
+from runner.report.frame import (
     DATASET_NAMES, MISSING, MODEL_NAMES, sec_digits, _isnum, fmt_bytes_gib, fmt_fixed, fmt_pct, fmt_sec_batch, md_escape, md_table,
     options_label, row_labels, short, slug, source_line, status_text,
 )
 
 FILLER = "—"  # a value column of a failed cell, or a combination that was not run
-
-SECTION_TITLES = OrderedDict([
-    ("hardware", "Hardware used"),
-    ("cifar10-cnn", "Training CNN (VGG-style) on CIFAR-10"),
-    ("gru-imdb", "Training RNN (GRU) on IMDB"),
-    ("resnet50-inference", "Inference ResNet-50 (Feature Extraction)"),
-    ("vgg16-step", "VGG16: forward + backward + update"),
-    ("cnn-synthetic", "CNN training throughput on synthetic data (tf_cnn_benchmarks style)"),
-    ("alexnet", "AlexNet forward and forward-backward"),
-    ("lenet-mnist", "LeNet on MNIST"),
-    ("cifar10-tutorial", "CIFAR-10 tutorial model on 1 and 2 GPUs"),
-    ("vgg19-mnist", "Hardware benchmark: VGG19 on MNIST and Fashion MNIST"),
-    ("version-matrix", "Version matrix"),
-    ("comparison", "Comparison against a baseline run"),
-    ("plots", "Plots"),
-    ("failures", "Failed, skipped and missing cells"),
-])
-SECTION_NAMES = tuple(SECTION_TITLES)
-
-
 
 def _framework_base(df: pd.DataFrame) -> pd.Series:
     opts = df["options"].map(options_label)
@@ -57,6 +37,54 @@ def _per_machine(df: pd.DataFrame):
 
 def _join(blocks) -> str:
     return "\n\n".join(b for b in blocks if b)
+
+
+# ------------------------------------------------------------------ uncertainty
+
+PM = "±"
+MISSED = "~"
+
+
+def _has_ci(r, low: str, high: str) -> bool:
+    return _isnum(r.get(low)) and _isnum(r.get(high))
+
+
+def with_ci(r, text: str, half, sep: str = f" {PM} ") -> str:
+    """'value ± half-width' (the 95 % CI's half-width), '~' in front when the CI missed its target;
+    just the value for results without a CI (older runs)."""
+    if not _isnum(half):
+        return text
+    ndig = len(text.split(".", 1)[1]) if "." in text else 0  # the value's own decimals
+    mark = MISSED if bool(r.get("ci_missed")) else ""
+    return f"{mark}{text}{sep}{float(half):,.{ndig}f}"
+
+
+def rate_text(r, digits: int = 1) -> str:
+    """images/s of an ok cell, with the half-width of its 95 % CI where known."""
+    text = fmt_fixed(r["samples_per_s"], digits)
+    half = (r["rate_high"] - r["rate_low"]) / 2.0 if _has_ci(r, "rate_low", "rate_high") else None
+    return with_ci(r, text, half)
+
+
+def ci_note(g: pd.DataFrame, what: str = "images/s") -> str:
+    """The footnote under a table whose values carry a CI: what ± and ~ mean, and what stands behind
+    a number. '' when no row has a CI (older results render as before)."""
+    ok = g[(g["status"] == "ok") & g["head_s"].notna()]
+    if ok.empty:
+        return ""
+    n = _values_text(ok["head_n"])
+    steps = _values_text(ok["timed_steps"]) if ok["timed_steps"].notna().any() else n
+    procs = _values_text(ok["repeat"].where(ok["repeat"].notna(), 1))
+    note = (f"{PM}: half-width of the 95 % confidence interval of the median step time (a distribution-free "
+            f"order-statistic interval), shown on {what}; each value is the median of {n} timed samples "
+            f"({steps} steps) in {procs} process(es) per cell, after a warmup that ran until step time was "
+            "steady (first-call compilation excluded).")
+    if ok["ci_missed"].astype(bool).any():
+        targets = sorted({float(t) for t in ok["head_target"].dropna()})
+        target = " or ".join(f"{t * 100:g} %" for t in targets) if targets else "its target"
+        note += (f" {MISSED}: the interval is wider than the target ({PM}{target} of the value) or has too few "
+                 "samples for 95 %: sampling stopped on its time budget or step cap first.")
+    return note
 
 
 # ------------------------------------------------------------------ seed 003
@@ -87,8 +115,7 @@ def resnet50_inference(df: pd.DataFrame) -> str:
     quals_combo = ("python", "precision", "iterations")
     for _, g in _per_machine(d):
         g = g.assign(combo=row_labels(g, qualifiers=quals_combo))
-        g = g.assign(text=[fmt_fixed(r["samples_per_s"], 1) if r["status"] == "ok" else status_text(r)
-                           for _, r in g.iterrows()])
+        g = g.assign(text=[rate_text(r) if r["status"] == "ok" else status_text(r) for _, r in g.iterrows()])
         sides = {}
         for dev in ("gpu", "cpu"):
             s = g[g["device"] == dev]
@@ -113,8 +140,9 @@ def resnet50_inference(df: pd.DataFrame) -> str:
             rows.append((r["status_gpu"] != "ok", -(r["samples_per_s_gpu"] if _isnum(r["samples_per_s_gpu"]) else -1),
                          label, [label, gpu, cpu]))
         rows.sort(key=lambda t: (t[0], t[1], t[2]))
+        note = ci_note(g)
         blocks.append(source_line(g) + "\n\n" + md_table(["DL Library", "Images/s GPU", "Images/s CPU"],
-                                                         [t[3] for t in rows]))
+                                                         [t[3] for t in rows]) + ("\n\n" + note if note else ""))
     return _join(blocks)
 
 
@@ -136,19 +164,28 @@ def vgg16_step(df: pd.DataFrame) -> str:
         g = g.assign(label=row_labels(g))
         per_trial = (g["timed_wall_s"] / g["step_n"]).where(g["timed_wall_s"].notna() & (g["step_n"] > 0),
                                                             g["step_mean_s"])
-        g = g.assign(ms=per_trial * 1000.0)
+        # results with a headline: its median step time; older ones: seed 001's span / N
+        g = g.assign(ms=g["head_s"].where(g["head_s"].notna(), per_trial) * 1000.0,
+                     half_ms=(g["head_high_s"] - g["head_low_s"]) / 2.0 * 1000.0)
         g = _failed_last(g, ["ms", "label"])
         anchor = f"vgg16-time-{slug(machine)}"
-        rows = [[r["label"], fmt_fixed(r["ms"], 3, " ms") if r["status"] == "ok" else status_text(r)]
-                for _, r in g.iterrows()]
+        rows = [[r["label"], with_ci(r, fmt_fixed(r["ms"], 3), r["half_ms"]) + " ms" if r["status"] == "ok"
+                 else status_text(r)] for _, r in g.iterrows()]
         ok = g[g["status"] == "ok"]
-        n = _values_text(ok["step_n"].where(ok["step_n"].notna(), ok["iterations"]))
         b = _values_text(ok["batch"])
         w = _values_text(ok["warmup"])
-        note = (f'<a name="{anchor}">1</a>: Wall time of N = {n} consecutive VGG16 training steps '
-                f"(forward pass, backward pass and weight update on a mini-batch of B = {b} images), "
-                "measured from just before the first step to just after the last, divided by N. "
-                f"Warm-up steps before them (W = {w}) are not timed.")
+        old, new = ok[ok["head_s"].isna()], ok[ok["head_s"].notna()]
+        notes = []
+        if not old.empty:
+            n = _values_text(old["step_n"].where(old["step_n"].notna(), old["iterations"]))
+            notes.append(f"Wall time of N = {n} consecutive VGG16 training steps "
+                         f"(forward pass, backward pass and weight update on a mini-batch of B = {b} images), "
+                         "measured from just before the first step to just after the last, divided by N. "
+                         f"Warm-up steps before them (W = {w}) are not timed.")
+        if not new.empty:
+            notes.append("Median time of one VGG16 training step (forward pass, backward pass and weight update "
+                         f"on a mini-batch of B = {b} images). " + ci_note(new, what="the time"))
+        note = f'<a name="{anchor}">1</a>: ' + " ".join(notes)
         table = md_table(["Framework", f"Time <sup>[1](#{anchor})</sup>"], rows, align=["left", "left"])
         blocks.append(source_line(g) + "\n\n" + table + "\n\n" + note)
     return _join(blocks)
@@ -179,8 +216,7 @@ def cnn_synthetic(df: pd.DataFrame) -> str:
     for (machine, device, precision, fw), g in d.groupby(["machine", "device", "precision", "fw"], sort=True):
         models = [m for m in MODEL_NAMES if m in set(g["model"])] + \
                  sorted(m for m in set(g["model"].dropna()) if m not in MODEL_NAMES)
-        g = g.assign(text=[fmt_fixed(r["samples_per_s"], 1) if r["status"] == "ok" else status_text(r)
-                           for _, r in g.iterrows()])
+        g = g.assign(text=[rate_text(r) if r["status"] == "ok" else status_text(r) for _, r in g.iterrows()])
         grid = g.pivot_table(index="batch", columns="model", values="text", aggfunc="first")
         rows = []
         for batch in sorted(grid.index):
@@ -194,7 +230,8 @@ def cnn_synthetic(df: pd.DataFrame) -> str:
         header = (f"Precision: {precision}<br />\nDataset: {dataset}\n\n"
                   f"**{md_escape(_device_name(g, device))}, {md_escape(fw)} (images/sec)**")
         table = md_table(["Batchsize"] + [MODEL_NAMES.get(m, m) for m in models], rows)
-        blocks.append(source_line(g) + "\n\n" + header + "\n\n" + table)
+        note = ci_note(g)
+        blocks.append(source_line(g) + "\n\n" + header + "\n\n" + table + ("\n\n" + note if note else ""))
     return _join(blocks)
 
 
@@ -209,6 +246,11 @@ def alexnet(df: pd.DataFrame) -> str:
         def text(r):
             if r["status"] != "ok":
                 return status_text(r)
+            if _isnum(r["head_s"]):  # median +/- the 95 % CI half-width
+                digits = sec_digits(r["head_s"])
+                return with_ci(r, fmt_sec_batch(r["head_s"], digits), (r["head_high_s"] - r["head_low_s"]) / 2.0,
+                               sep=" +/- ")
+            # older results: the seed's mean +/- population std
             digits = sec_digits(r["step_mean_s"])
             return f"{fmt_sec_batch(r['step_mean_s'], digits)} +/- {fmt_sec_batch(r['step_std_s'], digits)}"
 
@@ -231,7 +273,10 @@ def alexnet(df: pd.DataFrame) -> str:
         rows = [[label] + [grid.at[label, wl] if wl in grid.columns and isinstance(grid.at[label, wl], str)
                            else FILLER for wl in names] for label in sorted(grid.index)]
         table = md_table(["Framework", "Forward (sec / batch)", "Forward-backward (sec / batch)"], rows)
-        blocks.append(source_line(g) + "\n\n" + "\n\n".join(lines) + "\n\n" + table)
+        note = ci_note(g, what="sec / batch").replace(f"{PM}:", "+/-:", 1)
+        if note and g.loc[g["status"] == "ok", "head_s"].isna().any():
+            note += " Values without an interval come from older runs: their +/- is the population std of the steps."
+        blocks.append(source_line(g) + "\n\n" + "\n\n".join(lines) + "\n\n" + table + ("\n\n" + note if note else ""))
     return _join(blocks)
 
 
@@ -340,6 +385,8 @@ def hardware(df: pd.DataFrame) -> str:
                 f" ({fmt_bytes_gib(info['gpu_memory_bytes'])})"
         if count == 0:
             gpu = "none"
+        # a plain dict: NaN (all values missing, e.g. a broken file) is no description, None is
+        info = {k: (v if isinstance(v, str) or _isnum(v) else None) for k, v in info.items()}
         rows = [["CPU", info["cpu_model"] or MISSING],
                 ["Cores", str(int(info["cpu_cores"])) if _isnum(info["cpu_cores"]) else MISSING],
                 ["RAM", fmt_bytes_gib(info["ram_bytes"])],
@@ -393,7 +440,7 @@ def version_matrix(df: pd.DataFrame) -> str:
                 if kind == "time":
                     t = r["train_time_s"] if _isnum(r["train_time_s"]) else r["total_time_s"]
                     return fmt_fixed(t, 2)
-                return fmt_fixed(r["samples_per_s"], 1)
+                return rate_text(r)
 
             g = g.assign(text=[text(r) for _, r in g.iterrows()], toolchain=g["toolchain"].fillna("unknown"))
             grid = g.pivot_table(index="row", columns="toolchain", values="text", aggfunc="first")
@@ -401,7 +448,9 @@ def version_matrix(df: pd.DataFrame) -> str:
             rows = [[row] + [grid.at[row, c] if isinstance(grid.at[row, c], str) else FILLER for c in cols]
                     for row in sorted(grid.index)]
             title = f"**{WORKLOADS[workload]['title']}**, {what}"
-            blocks.append(source_line(g) + "\n\n" + title + "\n\n" + md_table(["Framework"] + cols, rows))
+            note = ci_note(g) if kind == "rate" else ""
+            blocks.append(source_line(g) + "\n\n" + title + "\n\n" + md_table(["Framework"] + cols, rows)
+                          + ("\n\n" + note if note else ""))
             eff = efficiency_table(g)
             if eff:
                 blocks.append(eff)
@@ -443,21 +492,38 @@ def plots_section(plots: list) -> str:
     return "\n\n".join(f"![{md_escape(title)}]({link})" for title, link in plots)
 
 
+# ------------------------------------------------------------------ the one registry of sections
+
+class Section(object):
+    """A README section: its marker name, title, and builder(df, extras) -> Markdown ('' when empty)."""
+
+    def __init__(self, name: str, title: str, builder):
+        self.name, self.title, self.builder = name, title, builder
+
+
+SECTIONS = OrderedDict((s.name, s) for s in [
+    Section("hardware", "Hardware used", lambda df, x: hardware(df)),
+    Section("cifar10-cnn", WORKLOADS["cifar10-cnn"]["title"], lambda df, x: train_table(df, "cifar10-cnn")),
+    Section("gru-imdb", WORKLOADS["gru-imdb"]["title"],
+            lambda df, x: train_table(df, "gru-imdb", cudnn_column=True)),
+    Section("resnet50-inference", WORKLOADS["resnet50-inference"]["title"], lambda df, x: resnet50_inference(df)),
+    Section("vgg16-step", "VGG16: forward + backward + update", lambda df, x: vgg16_step(df)),
+    Section("cnn-synthetic", "CNN training throughput on synthetic data (tf_cnn_benchmarks style)",
+            lambda df, x: cnn_synthetic(df)),
+    Section("alexnet", "AlexNet forward and forward-backward", lambda df, x: alexnet(df)),
+    Section("lenet-mnist", "LeNet on MNIST", lambda df, x: lenet_mnist(df)),
+    Section("cifar10-tutorial", "CIFAR-10 tutorial model on 1 and 2 GPUs", lambda df, x: cifar10_tutorial(df)),
+    Section("vgg19-mnist", "Hardware benchmark: VGG19 on MNIST and Fashion MNIST", lambda df, x: vgg19_mnist(df)),
+    Section("version-matrix", "Version matrix", lambda df, x: version_matrix(df)),
+    Section("comparison", "Comparison against a baseline run", lambda df, x: x.get("comparison") or ""),
+    Section("plots", "Plots", lambda df, x: plots_section(x.get("plots") or [])),
+    Section("failures", "Failed, skipped and missing cells", lambda df, x: failures(df)),
+])
+SECTION_NAMES = tuple(SECTIONS)
+SECTION_TITLES = OrderedDict((name, s.title) for name, s in SECTIONS.items())
+
+
 def build_sections(df: pd.DataFrame, plots: Optional[list] = None, comparison: str = "") -> "OrderedDict[str, str]":
-    """Markdown per section name ('' where there is nothing to show)."""
-    sections = OrderedDict()
-    sections["hardware"] = hardware(df)
-    sections["cifar10-cnn"] = train_table(df, "cifar10-cnn")
-    sections["gru-imdb"] = train_table(df, "gru-imdb", cudnn_column=True)
-    sections["resnet50-inference"] = resnet50_inference(df)
-    sections["vgg16-step"] = vgg16_step(df)
-    sections["cnn-synthetic"] = cnn_synthetic(df)
-    sections["alexnet"] = alexnet(df)
-    sections["lenet-mnist"] = lenet_mnist(df)
-    sections["cifar10-tutorial"] = cifar10_tutorial(df)
-    sections["vgg19-mnist"] = vgg19_mnist(df)
-    sections["version-matrix"] = version_matrix(df)
-    sections["comparison"] = comparison
-    sections["plots"] = plots_section(plots or [])
-    sections["failures"] = failures(df)
-    return sections
+    """Markdown per section name ('' where there is nothing to show), in the registry's order."""
+    extras = {"plots": plots or [], "comparison": comparison}
+    return OrderedDict((name, s.builder(df, extras)) for name, s in SECTIONS.items())

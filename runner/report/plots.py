@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.workloads import WORKLOADS  # noqa: E402
-from runner.report_frame import MODEL_NAMES, options_label, slug  # noqa: E402
+from runner.report.frame import MODEL_NAMES, options_label, slug  # noqa: E402
 
 _SAVE = {"dpi": 100, "metadata": {"Software": None}}
 
@@ -23,6 +23,13 @@ def _fw(df: pd.DataFrame) -> pd.Series:
     opts = df["options"].map(options_label)
     return df["framework_label"] + opts.map(lambda s: f" {s}" if s else "") + \
         df["toolchain"].fillna("").map(lambda t: f" [{t}]" if t else "")
+
+
+def _rate_err(g: pd.DataFrame):
+    """Asymmetric error bars (95 % CI of the rate) for matplotlib; zero length where a result has none."""
+    low = (g["samples_per_s"] - g["rate_low"]).clip(lower=0).fillna(0.0)
+    high = (g["rate_high"] - g["samples_per_s"]).clip(lower=0).fillna(0.0)
+    return [low.to_numpy(), high.to_numpy()]
 
 
 def _save(fig, path: Path) -> None:
@@ -42,7 +49,8 @@ def plot_cnn_synthetic(df: pd.DataFrame, out_dir: Path) -> list:
             mg = g[g["model"] == model]
             for fw, fg in mg.groupby("fw", sort=True):
                 fg = fg.sort_values("batch")
-                ax.plot(fg["batch"], fg["samples_per_s"], marker="o", label=fw)
+                # error bars: the 95 % CI of each rate (none for older results)
+                ax.errorbar(fg["batch"], fg["samples_per_s"], yerr=_rate_err(fg), marker="o", capsize=3, label=fw)
             ax.set_title(MODEL_NAMES.get(model, model))
             ax.set_xlabel("batch size")
             ax.set_ylabel("images/s")
@@ -88,10 +96,15 @@ def plot_cpu_vs_gpu(df: pd.DataFrame, out_dir: Path) -> list:
             continue
         opts = g["options"].map(options_label)
         g = g.assign(fw=g["framework_label"] + opts.map(lambda s: f" {s}" if s else ""))
+        g = g.sort_values("samples_per_s").drop_duplicates(["fw", "device"], keep="last")
         grid = g.pivot_table(index="fw", columns="device", values="samples_per_s", aggfunc="max")
         grid = grid.reindex(columns=["gpu", "cpu"]).sort_index()
+        err = g.assign(lo=_rate_err(g)[0], hi=_rate_err(g)[1])
+        yerr = [[err.set_index(["fw", "device"]).reindex(
+            pd.MultiIndex.from_product([grid.index, [dev]]))[k].fillna(0.0).to_numpy() for k in ("lo", "hi")]
+            for dev in grid.columns]
         fig, ax = plt.subplots(figsize=(8, 3.5), layout="constrained")
-        grid.plot.bar(ax=ax, logy=True, rot=0)
+        grid.plot.bar(ax=ax, logy=True, rot=0, yerr=yerr, capsize=3)
         ax.set_ylabel("images/s (log scale)")
         ax.set_xlabel("")
         ax.set_title(f"ResNet-50 inference, GPU vs CPU, {machine}")

@@ -10,6 +10,7 @@ from typing import Iterable, Optional, Sequence
 import pandas as pd
 from tabulate import tabulate
 
+from bench.measure import median, median_ci
 from runner.errors import UserError
 from runner.results import load_run
 
@@ -69,6 +70,7 @@ _COLUMNS = {
     "epochs": "cell.epochs",
     "warmup": "cell.warmup",
     "profile": "cell.profile",
+    "repeat": "cell.repeat",
     "status": "status",
     "message": "message",
     "step_n": "metrics.step_time_s.n",
@@ -80,6 +82,17 @@ _COLUMNS = {
     "step_p95_s": "metrics.step_time_s.p95",
     "step_jitter_s": "metrics.step_time_s.jitter",
     "timed_wall_s": "metrics.timed_wall_s",
+    "head_s": "metrics.headline.value",
+    "head_low_s": "metrics.headline.ci_low",
+    "head_high_s": "metrics.headline.ci_high",
+    "head_rel": "metrics.headline.rel_half_width",
+    "head_target": "metrics.headline.target_rel_half_width",
+    "head_n": "metrics.headline.n",
+    "stop_reason": "metrics.headline.stop_reason",
+    "timed_steps": "metrics.timed_steps",
+    "warmup_steps": "metrics.warmup_steps",
+    "compile_s": "metrics.compile_s",
+    "warmup_s": "metrics.warmup_s",
     "samples_per_s": "metrics.samples_per_s",
     "train_time_s": "metrics.train_time_s",
     "total_time_s": "metrics.total_time_s",
@@ -107,7 +120,9 @@ _COLUMNS = {
     "started_at": "started_at",
     "finished_at": "finished_at",
 }
-_NUMERIC = ["batch", "gpus", "iterations", "epochs", "warmup", "step_n", "step_mean_s", "step_median_s",
+_NUMERIC = ["batch", "gpus", "iterations", "epochs", "warmup", "repeat", "head_s", "head_low_s", "head_high_s",
+            "head_rel", "head_target", "head_n", "timed_steps", "warmup_steps", "compile_s", "warmup_s",
+            "rate_low", "rate_high", "step_n", "step_mean_s", "step_median_s",
             "step_std_s", "step_min_s", "step_max_s", "step_p95_s", "step_jitter_s", "timed_wall_s",
             "samples_per_s", "train_time_s", "total_time_s", "test_accuracy", "inference_time_s",
             "peak_memory_bytes", "param_count", "flops_per_sample", "achieved_tflops", "mfu", "energy_j",
@@ -117,8 +132,10 @@ _NUMERIC = ["batch", "gpus", "iterations", "epochs", "warmup", "step_n", "step_m
 FRAME_COLUMNS = [
     "run_id", "cell_id", "machine", "framework", "framework_label", "version", "requested_version",
     "reported_version", "toolchain", "python", "image", "workload", "model", "dataset", "synthetic",
-    "batch", "precision", "device", "gpus", "iterations", "epochs", "warmup", "profile", "options",
+    "batch", "precision", "device", "gpus", "iterations", "epochs", "warmup", "profile", "repeat", "options",
     "options_key", "status", "message",
+    "head_s", "head_low_s", "head_high_s", "head_rel", "head_target", "head_n", "ci_missed", "stop_reason",
+    "rate_low", "rate_high", "timed_steps", "warmup_steps", "compile_s", "warmup_s",
     "step_n", "step_mean_s", "step_median_s", "step_std_s", "step_min_s", "step_max_s", "step_p95_s",
     "step_jitter_s", "step_rel_jitter", "timed_wall_s", "samples_per_s", "train_time_s", "total_time_s",
     "test_accuracy", "inference_time_s", "peak_memory_bytes", "param_count", "flops_per_sample",
@@ -220,6 +237,9 @@ def build_frame(results: Sequence[dict]) -> pd.DataFrame:
     flat = pd.json_normalize(list(results), max_level=3)
     flat = flat.reindex(columns=sorted(set(flat.columns) | set(_COLUMNS.values())))
     df = pd.DataFrame({name: flat[src] for name, src in _COLUMNS.items()})
+    rate_ci = [(r.get("metrics") or {}).get("samples_per_s_ci") for r in results]
+    df["rate_low"] = [c[0] if isinstance(c, list) and len(c) == 2 else None for c in rate_ci]
+    df["rate_high"] = [c[1] if isinstance(c, list) and len(c) == 2 else None for c in rate_ci]
     df["options"] = pd.Series([_typed_options(r.get("cell", {}).get("options")) for r in results], index=df.index)
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
@@ -244,6 +264,8 @@ def build_frame(results: Sequence[dict]) -> pd.DataFrame:
     df["gpu_sm_clock_mhz"] = pd.to_numeric(df["env_gpus"].map(lambda g: _gpu_field(g, "sm_clock_mhz")),
                                            errors="coerce")
     df["step_rel_jitter"] = df["step_jitter_s"] / df["step_median_s"]
+    # a CI that misses its target (or is no 95 % interval at all: too few samples) is marked `~`
+    df["ci_missed"] = df["head_s"].notna() & df["head_target"].notna() & ~(df["head_rel"] <= df["head_target"])
     df["samples_per_j"] = df["samples_per_s"] * df["timed_wall_s"] / df["energy_j"]
     df.loc[~(df["energy_j"] > 0), "samples_per_j"] = math.nan
     df = df.drop(columns=["env_gpus", "env_machine"])
@@ -266,13 +288,64 @@ def key_series(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     return df[list(columns)].map(_key_text).agg("\x1f".join, axis=1)
 
 
+UNUSABLE_PREFIX = "unusable result file"
+
+
+def _combine_repeats(g: pd.DataFrame) -> pd.Series:
+    """One row for several processes (cell.repeat) of one cell in one run: the headline is the median
+    of the per-process medians, its CI the order-statistic interval over those per-process values
+    (min..max and marked `~` below 6 processes, where no 95 % interval exists)."""
+    ok = g[(g["status"] == "ok") & g["head_s"].notna()]
+    if len(ok) < 2:
+        return (ok if len(ok) else g).iloc[-1]
+    values = [float(v) for v in ok["head_s"]]
+    low, high, coverage = median_ci(values)
+    mid = median(values)
+    row = ok.iloc[0].copy()
+    batch = float(row["batch"]) * max(1.0, float(row["gpus"]) if row["device"] == "gpu" and _isnum(row["gpus"])
+                                      else 1.0)
+    row["head_s"], row["head_low_s"], row["head_high_s"] = mid, low, high
+    row["head_rel"] = (high - low) / 2.0 / mid if coverage >= 0.95 and mid > 0 else math.nan
+    row["head_n"] = float(ok["head_n"].sum())
+    row["timed_steps"] = float(ok["timed_steps"].sum()) if ok["timed_steps"].notna().all() else math.nan
+    row["samples_per_s"] = batch / mid
+    row["rate_low"], row["rate_high"] = batch / high, batch / low
+    row["ci_missed"] = not (row["head_rel"] <= row["head_target"]) if _isnum(row["head_target"]) else \
+        not (coverage >= 0.95)
+    row["repeat"] = float(len(ok))  # in a combined row: how many processes stand behind it
+    return row
+
+
+def run_order(df: pd.DataFrame) -> dict:
+    """run id -> rank, oldest first: by the last finish time its results record, then by id (run ids such as
+    20261122-061500-ab12 sort by time, but a named run, --run-id cpu-idle-1006, need not)."""
+    finished = df["finished_at"].astype(str).str.slice(0, 19).where(df["finished_at"].notna(), "")
+    last = finished.groupby(df["run_id"].astype(str)).max()
+    ranked = sorted(last.index, key=lambda r: (last[r], r))
+    return {r: i for i, r in enumerate(ranked)}
+
+
 def latest_cells(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: when several runs hold the same cell, the latest run's result."""
+    """One row per cell: the latest run's result of it. A file that could not be read does not replace an older
+    readable result of the cell; several processes of one cell in that run (cell.repeat) become one row."""
     if df.empty:
         return df
-    keyed = df.assign(_key=key_series(df, CELL_KEY))
-    out = keyed.sort_values("run_id", kind="stable").drop_duplicates(subset="_key", keep="last")
-    return out.sort_index().drop(columns="_key")
+    keyed = df.assign(_key=key_series(df, CELL_KEY),
+                      _unusable=df["message"].astype(str).str.startswith(UNUSABLE_PREFIX))
+    has_usable = keyed.groupby("_key")["_unusable"].transform(lambda s: (~s).any())
+    keyed = keyed[~(keyed["_unusable"] & has_usable)]
+    order = run_order(keyed)
+    keyed = keyed.assign(_order=keyed["run_id"].map(order))
+    last = keyed.groupby("_key")["_order"].transform("max")
+    keyed = keyed[keyed["_order"] == last].drop(columns="_order")
+    counts = keyed.groupby("_key")["_key"].transform("size")
+    single = keyed[counts == 1]
+    parts = [single]
+    for _, g in keyed[counts > 1].groupby("_key", sort=False):
+        parts.append(_combine_repeats(g.sort_values("repeat", kind="stable")).to_frame().T)
+    out = pd.concat(parts) if len(parts) > 1 else single
+    out = out.astype({c: single[c].dtype for c in single.columns if c in out.columns}, errors="ignore")
+    return out.sort_index().drop(columns=["_key", "_unusable"])
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
