@@ -10,6 +10,7 @@ from typing import Iterable, Optional, Sequence
 import pandas as pd
 from tabulate import tabulate
 
+from bench.contract import DATASET_NAMES, FRAMEWORK_NAMES  # one owner, shared with bench
 from bench.measure import median, median_ci
 from runner.errors import UserError
 from runner.results import load_run
@@ -19,14 +20,6 @@ class ReportError(UserError):
     """A user-facing report problem (bad input, unknown baseline, README without markers)."""
 
 
-FRAMEWORK_NAMES = {
-    "pytorch": "PyTorch",
-    "tensorflow": "TensorFlow",
-    "keras": "Keras",
-    "mxnet": "MXNet",
-    "cntk": "CNTK",
-    "jax": "JAX",
-}
 BACKEND_NAMES = {
     "tensorflow": "TF", "jax": "JAX", "torch": "PyTorch", "pytorch": "PyTorch",
     "cntk": "CNTK", "theano": "Theano", "numpy": "NumPy", "mxnet": "MXNet",
@@ -41,8 +34,6 @@ _LAYOUTS = {"channels_last": "NHWC", "channels_first": "NCHW", "nhwc": "NHWC", "
 
 MODEL_NAMES = {"inception3": "InceptionV3", "resnet50": "ResNet-50", "vgg16": "VGG16", "alexnet": "Alexnet",
                "nasnet": "Nasnet"}
-DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion MNIST", "cifar10": "CIFAR-10",
-                 "imdb": "IMDB", "imagenet32": "ImageNet 32x32"}
 
 # Cell identity (what must be equal for two results to be "the same cell").
 CELL_KEY = ["machine", "framework", "version", "toolchain", "python", "workload", "model", "dataset",
