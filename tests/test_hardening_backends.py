@@ -67,3 +67,17 @@ def test_staged_result_over_the_cap_is_refused(tmp_path):
         f.truncate(MAX_RESULT_BYTES + 1)    # sparse: costs no disk
     data, problem = read_staged_result(big)
     assert data is None and "limit" in problem
+
+
+def test_report_does_not_write_through_a_link_in_out(tmp_path, run_cli):
+    from runner import ROOT
+    fixture = ROOT / "tests" / "fixtures" / "results"
+    run = next(p for p in sorted(fixture.iterdir()) if p.is_dir() and list(p.glob("*.json")))
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (out / "results.csv").symlink_to(victim)
+    proc = run_cli("report", "--results", run, "--out", out)
+    assert proc.returncode == 2 and "symbolic links" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert victim.read_text() == "keep me"

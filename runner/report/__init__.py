@@ -228,7 +228,16 @@ def make_report(results: Optional[Sequence], out_dir, readme=None, baseline=None
     frame = frame.sort_values(["run_id", "machine", "workload", "cell_id"], kind="stable").reset_index(drop=True)
     df = latest_cells(frame)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"--out {out_dir}: cannot create it ({exc.strerror or exc}); choose a writable directory.") \
+            from None
+    links = sorted(p.name for p in out_dir.iterdir() if p.is_symlink())
+    if links:
+        # the CSV, tables and plots are written by name: a planted link would be written through
+        raise ReportError(f"--out {out_dir}: it holds symbolic links ({', '.join(links[:5])}); dlbench never writes "
+                          f"through links. Remove them or choose another --out.")
     min_effect = min_effect_pct / 100.0
 
     comparison = ""
