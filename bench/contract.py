@@ -132,7 +132,7 @@ def decode_options(text):
     if not isinstance(value, dict):
         raise ValueError("%s takes a JSON object, got %s" % (OPTIONS_FLAG, type(value).__name__))
     for key, item in value.items():
-        if not isinstance(item, OPTION_TYPES) or item is None:
+        if not isinstance(item, OPTION_TYPES):
             raise ValueError("%s: option %r must be a string, number or boolean" % (OPTIONS_FLAG, key))
     return value
 

@@ -47,11 +47,15 @@ def cluster():
     return REGISTRY
 
 
-def _scontrol(job_id: str) -> dict:
-    from runner.backends.slurm import job_fields
+def _scontrol_raw(job_id: str) -> str:
     proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    return job_fields(proc.stdout)
+    return proc.stdout
+
+
+def _scontrol(job_id: str) -> dict:
+    from runner.backends.slurm import job_fields
+    return job_fields(_scontrol_raw(job_id))
 
 
 def _job_ids(log: Path) -> list[str]:
@@ -101,10 +105,6 @@ def test_smoke_cells_of_two_frameworks_run_as_slurm_jobs(cluster, smoke_images, 
     assert report.returncode == 0, report.stdout + report.stderr
     tables = "\n".join(p.read_text() for p in (tmp_path / "reports").glob("*.md"))
     assert "PyTorch" in tables and "TensorFlow" in tables and "AlexNet" in tables
-
-
-def _scontrol_raw(job_id: str) -> str:
-    return subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
 
 
 def _gpu(cell, gpus):
@@ -216,3 +216,13 @@ def test_no_registry_and_foreign_nodes_is_refused(cluster, monkeypatch, tmp_path
     message = str(err.value)
     assert "no image registry is configured" in message and "registry: HOST:PORT/PREFIX" in message
     assert "gpu-node-01" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("var,value", [("DLBENCH_SLURM_MEM", "8G; rm -rf /"), ("DLBENCH_SLURM_CPUS_PER_GPU", "-1")])
+def test_malformed_resource_overrides_are_refused(cluster, monkeypatch, tmp_path, var, value):
+    import runner.backends.slurm as slurm
+    from runner.errors import UserError
+    from runner.options import RunOptions
+    monkeypatch.setenv(var, value)
+    with pytest.raises(UserError, match=var):
+        slurm.SlurmBackend(RunOptions(backend="slurm", results_dir=tmp_path), _quiet())

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 from rich.console import Console
 from rich.markup import escape
@@ -79,6 +79,7 @@ def container_spec(ctx, cell: Cell, image_tag: str, image_id: Optional[str], sta
     """Keyword arguments for client.containers.create() of one cell. `dataset_dir`: where the cell's
     dataset is on the machine that runs the container (default: the run's data view)."""
     out = f"{CONTAINER_RESULTS}/{cell.name}.json"
+    memory = memory_limit(cell)
     volumes = {str(staging): {"bind": CONTAINER_RESULTS, "mode": "rw"}}
     if cell.dataset and not cell.synthetic:
         # Only the cell's own dataset, read-only, at /data/<name>, where bench looks first.
@@ -103,8 +104,8 @@ def container_spec(ctx, cell: Cell, image_tag: str, image_id: Optional[str], sta
         tmpfs={"/tmp": "rw,nosuid,nodev,size=4g,mode=1777",
                CONTAINER_HOME: f"rw,nosuid,nodev,size=2g,uid={CONTAINER_UID},gid={CONTAINER_UID},mode=0700"},
         pids_limit=PIDS_LIMIT,
-        mem_limit=memory_limit(cell),
-        memswap_limit=memory_limit(cell),
+        mem_limit=memory,
+        memswap_limit=memory,   # no swap
         ulimits=[nofile_ulimit()],
         detach=True,
     )
@@ -134,7 +135,7 @@ class ContainerRun:
         self.stop = stop
         self.gpu_refused: Optional[str] = None
 
-    def run(self, spec: dict, log_path: Path, timeout: int, on_created: Optional[Callable] = None) -> Execution:
+    def run(self, spec: dict, log_path: Path, timeout: int) -> Execution:
         import docker
         from requests.exceptions import RequestException
         from runner.engine import gpu_refusal
@@ -150,8 +151,6 @@ class ContainerRun:
                     container = self.client.containers.create(**spec)
                 else:
                     raise
-            if on_created is not None:
-                on_created(container)
             if self.stop.is_set():
                 return Execution(error="interrupted before start")
             try:

@@ -95,6 +95,18 @@ def cpus_of(cell) -> int:
         int(os.environ.get("DLBENCH_SLURM_CPUS", "2"))
 
 
+def check_resource_env() -> None:
+    """The environment's resource overrides reach sbatch and the engine: refuse a malformed one up front."""
+    mem = os.environ.get("DLBENCH_SLURM_MEM")
+    if mem and not re.fullmatch(r"[1-9][0-9]{0,6}[KMGT]?", mem, flags=re.I):
+        raise UserError(f"DLBENCH_SLURM_MEM={mem[:40]!r}: expected a memory size such as 16G or 4096M (what each "
+                        f"cell's job asks Slurm for). Fix or unset it.")
+    for var in ("DLBENCH_SLURM_CPUS", "DLBENCH_SLURM_CPUS_PER_GPU"):
+        value = os.environ.get(var)
+        if value and not re.fullmatch(r"[1-9][0-9]{0,3}", value):
+            raise UserError(f"{var}={value[:40]!r}: expected a whole number of CPUs such as 4. Fix or unset it.")
+
+
 class SlurmBackend:
     name: ClassVar[str] = "slurm"
     uses_images: ClassVar[bool] = True
@@ -106,6 +118,7 @@ class SlurmBackend:
         missing = [c for c in ("sbatch", "squeue", "scontrol", "scancel", "sinfo") if shutil.which(c) is None]
         if missing:
             raise UserError(f"--backend slurm: {', '.join(missing)} not found on PATH. {SLURM_HELP}")
+        check_resource_env()
         self.nodes = slurm_nodes()
         self.registry = options.slurm.registry
         if not self.registry and self.nodes and any(n != socket.gethostname().split(".")[0] for n in self.nodes):
