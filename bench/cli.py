@@ -77,6 +77,9 @@ def build_parser():
     cal.add_argument("--time-budget", type=float, default=30.0, metavar="SECONDS",
                      help="stop timed sampling after this many seconds (default 30; 0: exactly "
                           "--iterations samples)")
+    cal.add_argument("--min-samples", type=int, default=None, metavar="N",
+                     help="at least N timed samples even when --iterations is smaller (6 is the "
+                          "fewest with a 95%% interval of the median)")
     cal.add_argument("--max-steps", type=int, default=10000,
                      help="stop after this many timed steps (default 10000)")
     cal.add_argument("--max-warmup", type=int, default=100,
@@ -136,7 +139,7 @@ def resolve_params(args, options):
         if value is not None:
             params[flag] = value
     for flag in ("target_ci", "time_budget", "max_steps", "max_warmup", "warmup_budget",
-                 "steady_tolerance"):
+                 "steady_tolerance", "min_samples"):
         value = getattr(args, flag, None)
         if value is not None:
             params[flag] = value
@@ -421,6 +424,8 @@ def run_cell(args, options):
         traceback.print_exc(file=sys.stderr)
     if ctx is not None:
         metrics.update(ctx.metrics)
+    if adapter is not None:
+        metrics["settings"] = _settings(adapter)
     metrics["peak_rss_bytes"] = _peak_rss()
     problems = metric_problems(metrics)
     if problems and status == "ok":
@@ -442,6 +447,17 @@ def run_cell(args, options):
 def _one_line(exc):
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _settings(adapter):
+    """The adapter's recorded settings, JSON scalars only; a failing settings() is noted, not fatal
+    (the cell's own status says what happened to it)."""
+    try:
+        raw = adapter.settings()
+    except Exception as exc:
+        return {"error": "settings() failed: %s" % _one_line(exc)}
+    return {str(k): (v if v is None or isinstance(v, (bool, int, float, str)) else str(v))
+            for k, v in raw.items()}
 
 
 def _safe_is_oom(adapter, exc):

@@ -148,6 +148,27 @@ def pip_freeze_sha256():
     return hashlib.sha256(out).hexdigest()
 
 
+def cpu_affinity():
+    """The CPUs this process may run on (a cpuset the runner pinned it to, or every CPU), as
+    compact ranges ("0-7,16"); None where the OS cannot tell."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    ranges, start, prev = [], None, None
+    for c in cpus:
+        if start is None:
+            start = prev = c
+        elif c == prev + 1:
+            prev = c
+        else:
+            ranges.append((start, prev))
+            start = prev = c
+    if start is not None:
+        ranges.append((start, prev))
+    return ",".join(str(a) if a == b else "%d-%d" % (a, b) for a, b in ranges)
+
+
 def collect(versions=None, with_pip=True):
     """The environment object; `versions` from adapter.versions() (or None)."""
     versions = versions or {}
@@ -158,6 +179,7 @@ def collect(versions=None, with_pip=True):
         "gpus": gpus(),
         "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
+        "cpu_affinity": cpu_affinity(),
         "ram_bytes": ram_bytes(),
         "os": os_name(),
         "python": platform.python_version(),

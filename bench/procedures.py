@@ -17,6 +17,10 @@ from bench import datasets, measure, png, specs
 from bench.measure import clock
 
 
+class ModelMismatch(Exception):
+    """The adapter's built model is not the spec's (its trainable parameter count differs)."""
+
+
 class Context(object):
     """What a procedure needs: the adapter, the resolved parameters, logging."""
 
@@ -58,9 +62,16 @@ class Context(object):
     def build(self, spec, training=True):
         model = self.adapter.build(spec, training)
         info = specs.infer(spec)
-        self.metrics["param_count"] = int(self.adapter.param_count(model))
-        self.metrics["spec_param_count"] = int(info["param_count"])
+        built, expected = int(self.adapter.param_count(model)), int(info["param_count"])
+        self.metrics["param_count"] = built
+        self.metrics["spec_param_count"] = expected
         self.metrics["flops_per_sample"] = float(info["flops_per_sample"])
+        if built != expected:
+            # a different model would publish a number for something else: the cell fails instead
+            raise ModelMismatch("%s built %s with %d trainable parameters, but its spec has %d: the "
+                                "adapter does not build the spec's model, so nothing is measured"
+                                % (self.adapter.display or self.adapter.name, spec.get("name", "the model"),
+                                   built, expected))
         return model
 
     def train_steps(self, n_train, batch):
@@ -316,8 +327,9 @@ def calibration(params):
     def num(key, default, kind=float):
         value = params.get(key)
         return default if value is None else kind(value)
+    min_samples = max(int(params["iterations"]), num("min_samples", 1, int))
     return measure.Calibration(
-        int(params["iterations"]), target=num("target_ci", 0.02) or None,
+        min_samples, target=num("target_ci", 0.02) or None,
         budget_s=num("time_budget", 30.0), max_steps=num("max_steps", 10000, int),
         warmup_min=int(params.get("warmup") or 0), warmup_max=num("max_warmup", 100, int),
         warmup_budget_s=num("warmup_budget", 30.0),

@@ -85,8 +85,10 @@ Budget = Annotated[float, Field(ge=0, le=24 * 3600, allow_inf_nan=False)]
 class Calibration(_Strict):
     """How bench samples a timed workload (bench/measure.py): warm up until steady, then time steps until the
     95 % CI of the median is within target_ci of it, or the budget is spent. 0 budgets: exactly the
-    workload's warmup/iterations (smoke)."""
+    workload's warmup/iterations (smoke). min_samples raises the workload's iterations (the sample minimum) to
+    what a 95 % interval needs (6: fewer samples have no distribution-free 95 % interval of the median)."""
     target_ci: Optional[Fraction] = None
+    min_samples: Optional[Annotated[int, Strict(), Field(gt=0, le=100000)]] = None
     time_budget_s: Optional[Budget] = None
     warmup_budget_s: Optional[Budget] = None
     max_warmup: Optional[Annotated[int, Strict(), Field(ge=0, le=100000)]] = None
@@ -97,7 +99,7 @@ class Calibration(_Strict):
 # calibration key -> the bench flag that carries it
 CALIBRATION_FLAGS = {"target_ci": "--target-ci", "time_budget_s": "--time-budget",
                      "warmup_budget_s": "--warmup-budget", "max_warmup": "--max-warmup", "max_steps": "--max-steps",
-                     "steady_tolerance": "--steady-tolerance"}
+                     "steady_tolerance": "--steady-tolerance", "min_samples": "--min-samples"}
 
 
 class WorkloadSpec(_Strict):

@@ -27,7 +27,8 @@ def test_static_metadata():
     from bench.adapters.keras import BACKENDS, Adapter
     assert Adapter.name == "keras" and Adapter.display == "Keras"
     assert Adapter.framework_module == "keras"
-    assert set(Adapter.precisions) == {"fp32", "fp16", "bf16", "amp"}
+    assert set(Adapter.precisions) == {"fp32", "bf16", "amp"}
+    assert "amp" in Adapter.precision_reasons["fp16"]
     assert BACKENDS == ("tensorflow", "jax", "torch")
 
 
@@ -43,16 +44,16 @@ def test_bad_backend_is_unsupported_before_any_import():
     assert "unsupported: Keras backend 'theano'" in proc.stdout, proc.stdout + proc.stderr
 
 
-def test_fp16_on_cpu_is_unsupported_with_a_reason():
+def test_amp_on_cpu_is_unsupported_with_a_reason():
     code = ("import sys; sys.modules['keras'] = None\n"
             "from bench.adapters.keras import Adapter\n"
             "from bench.adapters.base import Unsupported\n"
             "try:\n"
-            "    Adapter('cpu', 0, 'fp16', {})\n"
+            "    Adapter('cpu', 0, 'amp', {})\n"
             "except Unsupported as exc:\n"
             "    print('unsupported:', exc)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True)
-    assert "unsupported: precision fp16 (mixed_float16) needs a GPU" in proc.stdout, proc.stderr
+    assert "unsupported: precision amp (mixed_float16) needs a GPU" in proc.stdout, proc.stderr
 
 
 @pytest.fixture(scope="module")

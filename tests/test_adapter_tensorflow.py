@@ -50,7 +50,8 @@ def test_module_imports_without_the_framework():
 def test_static_metadata():
     from bench.adapters.tensorflow import Adapter
     assert Adapter.display == "TensorFlow" and Adapter.framework_module == "tensorflow"
-    assert set(Adapter.precisions) == {"fp32", "fp16", "bf16", "amp"}
+    assert set(Adapter.precisions) == {"fp32", "bf16", "amp"}
+    assert "amp" in Adapter.precision_reasons["fp16"]
     assert Adapter.max_gpus == 8
 
 

@@ -245,7 +245,7 @@ def test_the_profiles_sampling_rule_reaches_bench():
     """matrix.yaml's profile calibration becomes bench's flags, which bench parses back to the same values."""
     from bench.cli import build_parser
     for profile, expect in (("cpu", {"target_ci": 0.05, "time_budget": 10.0, "warmup_budget": 10.0,
-                                     "max_warmup": 50}),
+                                     "max_warmup": 50, "min_samples": 6}),
                             ("smoke", {"time_budget": 0.0, "warmup_budget": 0.0}),
                             ("full", {"target_ci": 0.02, "time_budget": 120.0, "max_steps": 10000})):
         plan, _ = plan_and_images(only=["pytorch"], workload=["vgg16-step"], profile=profile,

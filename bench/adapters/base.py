@@ -32,6 +32,17 @@ Optimizer config passed to `make_train_step` (a dict):
 """
 
 
+# One meaning per precision name, the same in every adapter; an adapter that cannot run a method exactly
+# reports the precision unsupported with the reason instead of running something else under its name.
+PRECISION_METHODS = {
+    "fp32": "fp32 weights and math",
+    "amp": "fp32 master weights, float16 compute (the framework's autocast/policy), "
+           "dynamic loss scaling with the framework's own scaler",
+    "bf16": "fp32 master weights, bfloat16 compute, no loss scaling",
+    "fp16": "pure float16: weights and math in float16, no loss scaling",
+}
+
+
 class Unsupported(Exception):
     """The framework cannot run this combination; the message says exactly why."""
 
@@ -45,6 +56,8 @@ class Adapter(object):
     unsupported = {}
     # precisions implemented; others are reported unsupported.
     precisions = ("fp32",)
+    # precision -> why this framework cannot run it with the project's meaning (PRECISION_METHODS)
+    precision_reasons = {}
     # largest `gpus` value the adapter can use (data parallel above 1).
     max_gpus = 1
 
@@ -57,6 +70,8 @@ class Adapter(object):
         self.gpus = int(gpus)
         self.precision = precision
         self.options = dict(options or {})
+        if precision in self.precision_reasons:
+            raise Unsupported(self.precision_reasons[precision])
         if precision not in self.precisions:
             raise Unsupported("%s does not implement precision %s (implemented: %s)"
                               % (self.display or self.name, precision,
@@ -99,6 +114,20 @@ class Adapter(object):
     def seed(self, n):
         """Seed every random generator the framework uses."""
         raise NotImplementedError
+
+    def settings(self):
+        """How this adapter runs the framework, recorded in every result (metrics.settings) and
+        summarised in the README's "How each framework is run": a flat dict of JSON scalars.
+        Common keys (None where they do not apply):
+          layout            tensor layout of image activations ("NHWC", "NCHW")
+          graph             how steps execute ("eager", "tf.function", "XLA", "jit", ...)
+          precision_method  what --precision means here, in words (see PRECISION_METHODS)
+          loss_scaler       the framework's own loss scaler in use, or None
+          tf32              whether fp32 matmuls/convolutions may run as TF32 (GPU), else None
+          threads           intra-op CPU threads, where the framework says
+        Adapters add framework-specific keys (e.g. cudnn_benchmark)."""
+        return {"layout": None, "graph": None, "precision_method": PRECISION_METHODS[self.precision],
+                "loss_scaler": None, "tf32": None, "threads": None}
 
     # --- models -------------------------------------------------------------
     def build(self, spec, training=True):

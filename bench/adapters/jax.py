@@ -17,9 +17,12 @@ so 3*(in*u + u*u) + 3u params): the spec's cuDNN layout with two bias
 vectors, r/z/n gates, n = tanh(x W_n + b_in + r * (h U_n + b_hn)), run with
 jax.lax.scan.  XLA does not call cuDNN's RNN kernel: rnn_uses_cudnn is False.
 
-Precisions: fp32; bf16 (params fp32, computation bf16, BN statistics and the
-loss fp32) on CPU and GPU; fp16 on GPU only (same, in float16; a static loss
-scale via --option loss_scale=N, default 1 = none).  amp is unsupported.
+Precisions (bench.adapters.base.PRECISION_METHODS): fp32; bf16 (params fp32,
+computation bf16, BN statistics and the loss fp32) on CPU and GPU; fp16 = pure
+half on GPU only (params cast to float16 after init, computation float16, the
+loss fp32; no loss scaling unless --option loss_scale=N asks for a static
+one).  amp (fp32 master weights + float16 compute + a dynamic loss scaler) is
+not wired in yet: optax ships no loss scaler, and it is reported unsupported.
 
 GPUs: gpus=2 (or more) is data parallel with jax.sharding: a 1-D device mesh,
 the batch sharded over it, parameters replicated; jit's SPMD partitioner
@@ -185,6 +188,9 @@ class Adapter(BaseAdapter):
     framework_module = "jax"
     unsupported = {}
     precisions = ("fp32", "bf16", "fp16")
+    precision_reasons = {"amp": "precision amp (fp32 master weights, float16 compute, dynamic loss "
+                                "scaling) is not wired into the JAX adapter yet: optax ships no loss "
+                                "scaler; fp16 (pure half) and bf16 run"}
     max_gpus = 16
 
     def __init__(self, device="cpu", gpus=0, precision="fp32", options=None):
@@ -269,6 +275,19 @@ class Adapter(BaseAdapter):
                 return "tf32"
         return super(Adapter, self).peak_precision()
 
+    def settings(self):
+        out = super(Adapter, self).settings()
+        out.update({
+            "layout": "NHWC",
+            "graph": "jax.jit, train state donated (donate_argnums)",
+            "loss_scaler": ("static x%g" % self.loss_scale) if self.loss_scale != 1.0 else None,
+            "tf32": (self.peak_precision() == "tf32") if self.device == "gpu" and self.precision == "fp32"
+            else None,
+            "data_parallel": "jax.sharding mesh over %d devices" % len(self.devs) if self.mesh is not None
+            else None,
+        })
+        return out
+
     def seed(self, n):
         import numpy as np
         np.random.seed(n)
@@ -298,6 +317,10 @@ class Adapter(BaseAdapter):
         init = jax.jit(lambda k: module.init({"params": k}, self._dummy_input(spec), train=False))
         variables = init(params_key)
         variables = dict(variables)
+        if self.precision == "fp16":
+            # pure half: the weights themselves are float16 (bf16 keeps fp32 master weights)
+            variables["params"] = jax.tree_util.tree_map(
+                lambda p: p.astype(self.jnp.float16), variables["params"])
         # the dropout key is committed to the device like the variables: an uncommitted key
         # on the train step's first call and a committed one (its output) on the second
         # would make jit compile the step twice, the second time inside a timed step

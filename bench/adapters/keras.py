@@ -13,9 +13,11 @@ Options (--option KEY=VALUE):
                          choice (TensorFlow backend: XLA on GPU when every layer
                          supports it, never on CPU; JAX: always; torch: never).
 
-Precision: Keras dtype policies via keras.mixed_precision.set_global_policy:
-bf16 = mixed_bfloat16; fp16 and amp = mixed_float16 (compile wraps the
-optimizer in a LossScaleOptimizer); fp16/amp need a GPU.  The logits are cast
+Precision (bench.adapters.base.PRECISION_METHODS): Keras dtype policies via
+keras.mixed_precision.set_global_policy: bf16 = mixed_bfloat16; amp =
+mixed_float16 (compile wraps the optimizer in Keras' LossScaleOptimizer), GPU
+only.  fp16 (pure half) is unsupported: Keras trains float16 as the mixed
+policy, i.e. amp.  The logits are cast
 to float32 (a float32 linear activation) as the mixed-precision guide says.
 
 The Keras adapter runs one device (max_gpus = 1): train_on_batch hands the
@@ -37,8 +39,9 @@ from bench.adapters.base import Unsupported
 from bench.adapters.tensorflow import gru_layer_can_use_cudnn
 
 BACKENDS = ("tensorflow", "jax", "torch")
-_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16",
-           "amp": "mixed_float16"}
+_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "amp": "mixed_float16"}
+FP16_REASON = ("precision fp16 means pure float16 here; Keras trains float16 as mixed precision "
+               "(the mixed_float16 policy, LossScaleOptimizer): run it as precision amp")
 
 
 def same_equivalent(size, kernel, stride, pad):
@@ -242,7 +245,8 @@ class Adapter(BaseAdapter):
     display = "Keras"
     framework_module = "keras"
     unsupported = {}
-    precisions = ("fp32", "fp16", "bf16", "amp")
+    precisions = ("fp32", "bf16", "amp")
+    precision_reasons = {"fp16": FP16_REASON}
     max_gpus = 1
 
     def __init__(self, device="cpu", gpus=0, precision="fp32", options=None):
@@ -260,9 +264,9 @@ class Adapter(BaseAdapter):
         xla = str(self.options.get("xla", "auto")).lower()
         self.jit = "auto" if xla == "auto" else xla in ("1", "true", "yes", "on")
         if device != "gpu":
-            if precision in ("fp16", "amp"):
-                raise Unsupported("precision %s (mixed_float16) needs a GPU (no fast float16 CPU "
-                                  "kernels; use bf16, mixed_bfloat16, on CPU)" % precision)
+            if precision == "amp":
+                raise Unsupported("precision amp (mixed_float16) needs a GPU (no fast float16 CPU "
+                                  "kernels; use bf16, mixed_bfloat16, on CPU)")
             if fmt == "NCHW" and backend == "tensorflow":
                 raise Unsupported("data_format NCHW (channels_first) with the TensorFlow backend "
                                   "needs a GPU: TensorFlow's CPU Conv2D/MaxPool are NHWC-only")
@@ -395,6 +399,23 @@ class Adapter(BaseAdapter):
             except Exception:
                 pass
         return super(Adapter, self).peak_precision()
+
+    def settings(self):
+        out = super(Adapter, self).settings()
+        jit = {"auto": "Keras' choice (jit_compile='auto')", True: "XLA (jit_compile=True)",
+               False: "no XLA (jit_compile=False)"}[self.jit]
+        out.update({
+            "layout": self.layout,
+            "graph": "model.compile + train_on_batch, " + jit,
+            "backend": "%s %s" % (self.backend, self._backend_version()),
+            "policy": _POLICY[self.precision],
+            "loss_scaler": "keras LossScaleOptimizer" if self.precision == "amp" else None,
+        })
+        if self.tf is not None and not self.gpu_names:
+            out["threads"] = self.tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+        if self.tf is not None and self.gpu_names:
+            out["tf32"] = bool(self.tf.config.experimental.tensor_float_32_execution_enabled())
+        return out
 
     def seed(self, n):
         np.random.seed(n)

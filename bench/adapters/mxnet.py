@@ -26,10 +26,15 @@ MXNet's engine is asynchronous on CPU as well as on GPU: `synchronize()` calls
 mx.nd.waitall() on every device, so every clock read that follows it includes
 the queued work.
 
-Precisions: fp32; fp16 on GPU (net.cast('float16'), BatchNorm parameters stay
-fp32 as Gluon keeps them, SGD with multi_precision=True keeps fp32 master
-weights, the loss is computed in fp32).  fp16 on CPU, bf16 and amp are
-unsupported.
+Precisions (bench.adapters.base.PRECISION_METHODS): fp32; fp16 = pure half on
+GPU (net.cast('float16'), float16 weights updated in float16 without master
+copies or loss scaling; BatchNorm parameters stay fp32 as Gluon and cuDNN
+keep them; the loss is computed in fp32).  fp16 on CPU and bf16 are
+unsupported; amp (MXNet's mxnet.contrib.amp with its dynamic loss scaler) is
+not wired in yet and is reported unsupported with that reason.
+TF32: cuDNN 8+ runs fp32 convolutions as TF32 on compute capability >= 8.0
+unless NVIDIA_TF32_OVERRIDE=0, so MFU of fp32 cells there divides by the TF32
+peak (peak_precision) and settings records it.
 
 GPUs: gpus=2 (up to 16) is data parallel: each batch is split with
 gluon.utils.split_and_load over the context list, per-device losses are
@@ -223,6 +228,8 @@ class Adapter(BaseAdapter):
     framework_module = "mxnet"
     unsupported = {}
     precisions = ("fp32", "fp16")
+    precision_reasons = {"amp": "precision amp: MXNet's AMP (mxnet.contrib.amp, fp32 master weights, "
+                                "dynamic loss scaling) is not wired into this adapter yet"}
     max_gpus = 16
 
     def __init__(self, device="cpu", gpus=0, precision="fp32", options=None):
@@ -317,13 +324,40 @@ class Adapter(BaseAdapter):
         return ["cpu(0) (MXNet engine, OMP_NUM_THREADS=%s)"
                 % os.environ.get("OMP_NUM_THREADS", "default")]
 
+    def _tf32(self):
+        """Whether fp32 math may run as TF32: cuDNN 8+ uses TF32 for fp32 convolutions on
+        Ampere and later by default (NVIDIA_TF32_OVERRIDE=0 turns it off); MXNet's own
+        MXNET_CUDA_TENSOR_OP_MATH_ALLOW_CONVERSION=1 asks for it explicitly."""
+        if self.device != "gpu":
+            return None
+        if os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":
+            return False
+        if os.environ.get("MXNET_CUDA_TENSOR_OP_MATH_ALLOW_CONVERSION") == "1":
+            return True
+        caps = compute_capabilities()
+        try:
+            return bool(caps) and float(caps[0]) >= 8.0
+        except ValueError:
+            return False
+
     def peak_precision(self):
-        if self.precision == "fp32" and self.device == "gpu":
-            # MXNet 1.9 does not enable TF32 unless MXNET_CUDA_ALLOW_TENSOR_CORE /
-            # MXNET_CUDA_TENSOR_OP_MATH_ALLOW_CONVERSION ask for it
-            if os.environ.get("MXNET_CUDA_TENSOR_OP_MATH_ALLOW_CONVERSION") == "1":
-                return "tf32"
+        if self.precision == "fp32" and self._tf32():
+            return "tf32"
         return super(Adapter, self).peak_precision()
+
+    def settings(self):
+        out = super(Adapter, self).settings()
+        out.update({
+            "layout": "NCHW",
+            "graph": ("hybridized (static_alloc, static_shape)" if self.hybridize and not self.hybridize_note
+                      else "imperative (not hybridized)"),
+            "tf32": self._tf32(),
+            "threads": os.environ.get("OMP_NUM_THREADS") if self.device != "gpu" else None,
+            "data_parallel": "split_and_load + kvstore device" if len(self.ctxs) > 1 else None,
+        })
+        if self.hybridize_note:
+            out["graph_note"] = self.hybridize_note
+        return out
 
     def seed(self, n):
         import numpy as np
@@ -383,8 +417,6 @@ class Adapter(BaseAdapter):
         if name == "sgd":
             opt_args = {"learning_rate": optimizer_cfg.get("lr", 0.01),
                         "momentum": optimizer_cfg.get("momentum", 0.0)}
-            if self.dtype == "float16":
-                opt_args["multi_precision"] = True
             kvstore = "device" if len(self.ctxs) > 1 else None
             trainer = gluon.Trainer(net.collect_params(), "sgd", opt_args, kvstore=kvstore)
         elif name != "none":

@@ -21,10 +21,11 @@ Options (--option KEY=VALUE):
   cpu_replicas=N         testing aid: MirroredStrategy over N logical CPU
                          devices (exercises the multi-GPU code path on CPU).
 
-Precision: fp32; bf16 = the Keras `mixed_bfloat16` policy (fp32 variables,
-bfloat16 compute); fp16 and amp = `mixed_float16` (fp32 variables, float16
-compute, dynamic loss scaling) -- TensorFlow has one mixed-precision mode, so
-fp16 and amp run the same program here.  fp16/amp need a GPU.
+Precision (bench.adapters.base.PRECISION_METHODS): fp32; bf16 = the Keras
+`mixed_bfloat16` policy (fp32 variables, bfloat16 compute); amp =
+`mixed_float16` (fp32 variables, float16 compute, dynamic loss scaling), GPU
+only.  fp16 (pure half) is unsupported: TensorFlow's float16 training is the
+mixed policy, i.e. amp -- which is what tf_cnn_benchmarks' --use_fp16 ran.
 
 Multi-GPU (gpus > 1): tf.distribute.MirroredStrategy; the per-GPU batch is the
 global batch / gpus (to_device splits batches across replicas); gradients are
@@ -40,8 +41,9 @@ from bench import specs
 from bench.adapters.base import Adapter as BaseAdapter
 from bench.adapters.base import Unsupported
 
-_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16",
-           "amp": "mixed_float16"}
+_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "amp": "mixed_float16"}
+FP16_REASON = ("precision fp16 means pure float16 here; TensorFlow trains float16 as mixed precision "
+               "(the mixed_float16 policy, fp32 variables, loss scaling): run it as precision amp")
 
 
 def same_equivalent(size, kernel, stride, pad):
@@ -83,7 +85,7 @@ class _Net(object):
         self.spec = spec
         self.layout = layout
         self.compute_dtype = {"fp32": tf.float32, "bf16": tf.bfloat16,
-                              "fp16": tf.float16, "amp": tf.float16}[precision]
+                              "amp": tf.float16}[precision]
         self.policy = _POLICY[precision]
         self.gpu = gpu
         self.trainable = []
@@ -367,7 +369,8 @@ class Adapter(BaseAdapter):
     display = "TensorFlow"
     framework_module = "tensorflow"
     unsupported = {}
-    precisions = ("fp32", "fp16", "bf16", "amp")
+    precisions = ("fp32", "bf16", "amp")
+    precision_reasons = {"fp16": FP16_REASON}
     max_gpus = 8
 
     def __init__(self, device="cpu", gpus=0, precision="fp32", options=None):
@@ -385,10 +388,10 @@ class Adapter(BaseAdapter):
             if fmt == "NCHW":
                 raise Unsupported("data_format NCHW needs a GPU: TensorFlow's CPU Conv2D and "
                                   "MaxPool kernels only support NHWC")
-            if precision in ("fp16", "amp"):
-                raise Unsupported("precision %s (mixed_float16) needs a GPU in TensorFlow: its "
+            if precision == "amp":
+                raise Unsupported("precision amp (mixed_float16) needs a GPU in TensorFlow: its "
                                   "CPU kernels have no fast float16 path (use bf16, "
-                                  "mixed_bfloat16, on CPU)" % precision)
+                                  "mixed_bfloat16, on CPU)")
         import tensorflow as tf
         self.tf = tf
         threads = self.option_int("threads")
@@ -476,6 +479,25 @@ class Adapter(BaseAdapter):
                 return "tf32"
         return super(Adapter, self).peak_precision()
 
+    def settings(self):
+        tf = self.tf
+        out = super(Adapter, self).settings()
+        out.update({
+            "layout": self.layout,
+            "graph": "tf.function + XLA (jit_compile)" if self.xla else "tf.function",
+            "policy": _POLICY[self.precision],
+            # the Keras LossScaleOptimizer's rule (x2 after 2000 finite steps, /2 on overflow), written
+            # over raw variables: this adapter applies updates with the fused raw ops, not a Keras optimizer
+            "loss_scaler": "dynamic, LossScaleOptimizer's rule" if self.precision == "amp" else None,
+            "threads": (tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count())
+            if not self.gpu_names else None,
+            "optimizer_kernels": "ResourceApplyMomentum / ResourceApplyGradientDescent",
+            "data_parallel": "MirroredStrategy" if self.strategy is not None else None,
+        })
+        if self.gpu_names:
+            out["tf32"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
+        return out
+
     def seed(self, n):
         np.random.seed(n)
         self.tf.random.set_seed(n)
@@ -523,7 +545,7 @@ class Adapter(BaseAdapter):
         loss_kind = optimizer_cfg.get("loss", "xent")
         variables = [v for _, v in net.trainable]
         replicas = self.replicas
-        scaling = self.precision in ("fp16", "amp")
+        scaling = self.precision == "amp"
         with self._scope():
             slots = ([tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
                       for v in variables] if (update and momentum) else None)
