@@ -129,6 +129,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="continue a run: skip cells that have a valid result")
     p.add_argument("--parallel", type=_parallel_arg, default="auto", metavar="N|auto",
                    help="cells at a time (auto: one per free GPU, 1 on CPU)")
+    p.add_argument("--share-cpus", action="store_true", default=None,
+                   help="with --parallel above 1: let cells share every CPU (default: GPU cells get disjoint "
+                        "cpusets, the host's cores split per GPU, and CPU cells run alone)")
     p.add_argument("--results-dir", type=Path, default=ROOT / "results", help="where runs are kept")
     p.add_argument("--data-dir", type=Path, help="a directory that already holds the datasets "
                                                  "(default: ~/.cache/dlbench/datasets)")

@@ -29,6 +29,7 @@ class RunOptions:
     run_id: Optional[str] = None
     resume: Optional[str] = None
     parallel: Union[int, str] = "auto"
+    share_cpus: bool = False              # cells side by side share every CPU (no cpusets, CPU cells not alone)
     data_dir: Optional[Path] = None
     timeout: Optional[int] = None
     rebuild: bool = False

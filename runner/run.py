@@ -132,7 +132,8 @@ def run_plan(plan: Plan, rendered: dict, options: RunOptions, console: Console) 
     def image_of(cell: Cell):
         return rendered[(cell.framework, cell.version, cell.toolchain)]
 
-    scheduler = Scheduler(ctx, backend, image_of, parallel_of(options, backend, plan, len(gpus)), gpus)
+    cpus = None if options.share_cpus else backend.cpu_ids()
+    scheduler = Scheduler(ctx, backend, image_of, parallel_of(options, backend, plan, len(gpus)), gpus, cpus)
     tasks = processes(plan.cells)   # each cell once, or once per repeat
     scheduler.total = len(tasks)
     previous_handlers = {}

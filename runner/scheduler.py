@@ -139,16 +139,79 @@ class GpuSlots:
             self.cond.notify_all()
 
 
+class CpuSets:
+    """Disjoint cpusets for GPU cells running side by side: GPU k's share is the k-th slice of
+    len(cpus) // len(gpus) cores, so neighbours do not fight over the cores that feed their GPUs."""
+
+    def __init__(self, cpu_ids: list[int], gpu_ids: list[int]):
+        self.cpus = list(cpu_ids)
+        self.gpus = list(gpu_ids)
+        self.share = len(self.cpus) // len(self.gpus) if self.gpus else 0
+
+    def for_gpus(self, ids: list[int]) -> Optional[list[int]]:
+        """The cpuset of a cell on these GPUs; None (no pinning) where the host has no share to give."""
+        if not self.share or not ids or any(g not in self.gpus for g in ids):
+            return None
+        out: list[int] = []
+        for g in sorted(ids):
+            k = self.gpus.index(g)
+            out += self.cpus[k * self.share:(k + 1) * self.share]
+        return out
+
+
+class CpuCellGate:
+    """CPU cells run alone: one waits until no other cell runs and then holds the others off (a cell
+    sharing the cores would be measuring its neighbour too); GPU cells run side by side. Waiting CPU cells
+    go first, so a stream of GPU cells cannot starve them."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.running = 0
+        self.alone = False
+        self.waiting_alone = 0
+
+    def enter(self, alone: bool, stop: threading.Event) -> bool:
+        with self.cond:
+            if alone:
+                self.waiting_alone += 1
+            try:
+                while (self.alone or self.running) if alone else (self.alone or self.waiting_alone):
+                    if stop.is_set():
+                        return False
+                    self.cond.wait(0.5)
+            finally:
+                if alone:
+                    self.waiting_alone -= 1
+            if alone:
+                self.alone = True
+            else:
+                self.running += 1
+            return True
+
+    def leave(self, alone: bool) -> None:
+        with self.cond:
+            if alone:
+                self.alone = False
+            else:
+                self.running -= 1
+            self.cond.notify_all()
+
+
 # ---------------------------------------------------------------- the scheduler
 
 class Scheduler:
     def __init__(self, ctx: RunContext, backend, image_of: Callable[[Cell], RenderedImage], parallel: int,
-                 gpu_ids: list[int]):
+                 gpu_ids: list[int], cpu_ids: Optional[list[int]] = None):
+        """cpu_ids: the CPUs to split among GPU cells that run side by side, with CPU cells running alone;
+        None: cells share every CPU (--share-cpus, or a backend that cannot pin)."""
         self.ctx = ctx
         self.backend = backend
         self.image_of = image_of
         self.parallel = max(1, parallel)
         self.slots = GpuSlots(gpu_ids)
+        self.isolate = cpu_ids is not None and self.parallel > 1
+        self.cpusets = CpuSets(cpu_ids or [], gpu_ids)
+        self.gate = CpuCellGate()
         self.lock = threading.Lock()
         self.done: dict[str, str] = {}       # cell id -> status (this invocation)
         self.counter = 0
@@ -202,7 +265,7 @@ class Scheduler:
 
     # one cell ---------------------------------------------------------------
 
-    def run_cell(self, cell: Cell, gpu_ids: list[int]) -> None:
+    def run_cell(self, cell: Cell, gpu_ids: list[int], cpus: Optional[list[int]] = None) -> None:
         ctx = self.ctx
         image = self.image_of(cell)
         staging = ctx.run_dir / STAGING / cell.name
@@ -215,10 +278,12 @@ class Scheduler:
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"=== dlbench run {ctx.run_id} cell {cell.name}: backend {self.backend.name}"
                       f"{', image ' + image.tag if self.backend.uses_images else ''}, started {started_at}"
-                      f"{', GPUs ' + ','.join(map(str, gpu_ids)) if gpu_ids else ''} ===\n")
+                      f"{', GPUs ' + ','.join(map(str, gpu_ids)) if gpu_ids else ''}"
+                      f"{', CPUs ' + ','.join(map(str, cpus)) if cpus else ''} ===\n")
         offset = log_path.stat().st_size
         try:
-            ex = self.backend.execute(ctx, cell, image, staging, log_path, gpu_ids, ctx.timeout_of(cell))
+            ex = self.backend.execute(ctx, cell, image, staging, log_path, gpu_ids, ctx.timeout_of(cell),
+                                      cpus=cpus)
         except Exception as exc:  # a runner bug must still leave a result
             with open(log_path, "a", encoding="utf-8") as log:
                 traceback.print_exc(file=log)
@@ -296,18 +361,28 @@ class Scheduler:
                     self.fail(cell, "error", f"the cell needs {cell.gpus} GPUs and this host has "
                                              f"{self.slots.total}")
                     continue
-                gpu_ids = self.slots.acquire(cell.gpus, self.ctx.stop) if cell.device == "gpu" else []
-                if gpu_ids is None:
+                alone = cell.device != "gpu"
+                if self.isolate and not self.gate.enter(alone, self.ctx.stop):
                     with qlock:
                         pending.appendleft(cell)
                     return
                 try:
-                    self.run_cell(cell, gpu_ids)
-                except Exception as exc:  # never lose a cell
-                    if cell.name not in self.done:
-                        self.fail(cell, "error", f"runner error: {type(exc).__name__}: {exc}")
+                    gpu_ids = self.slots.acquire(cell.gpus, self.ctx.stop) if cell.device == "gpu" else []
+                    if gpu_ids is None:
+                        with qlock:
+                            pending.appendleft(cell)
+                        return
+                    cpus = self.cpusets.for_gpus(gpu_ids) if self.isolate and not alone else None
+                    try:
+                        self.run_cell(cell, gpu_ids, cpus)
+                    except Exception as exc:  # never lose a cell
+                        if cell.name not in self.done:
+                            self.fail(cell, "error", f"runner error: {type(exc).__name__}: {exc}")
+                    finally:
+                        self.slots.release(gpu_ids)
                 finally:
-                    self.slots.release(gpu_ids)
+                    if self.isolate:
+                        self.gate.leave(alone)
 
         threads = [threading.Thread(target=worker, name=f"cell-worker-{i}", daemon=True)
                    for i in range(min(self.parallel, max(1, len(cells))))]

@@ -16,7 +16,7 @@ import pytest
 from conftest import PYTHON, containers_with_label, make_args, plan_and_images, runner_cli
 from runner import ROOT
 from runner.results import load_result, run_dirs
-from support import wait_until
+from support import require, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -263,3 +263,28 @@ def test_oom_killed_container_is_status_oom(smoke_images, docker_client, tmp_pat
     assert result["status"] == "oom", result["message"]
     assert "OOMKilled" in result["message"] and result["metrics"]["oom_batch_size"] == plan.cells[0].batch_size
     assert not containers_with_label(docker_client, f"dlbench.run-id={run_dir.name}")
+
+
+def test_a_cpuset_reaches_the_container_and_its_result(smoke_images, docker_client, tmp_path, quiet_console):
+    """The scheduler's cpuset for a cell becomes the container's cpuset_cpus, and bench records the CPUs it
+    actually ran on (environment.cpu_affinity) -- on this host only CPU cells run, and those run alone, so
+    the backend is called with a cpuset directly."""
+    from runner.backends.docker import DockerBackend
+    from runner.options import RunOptions
+    from runner.scheduler import RunContext
+    require(len(os.sched_getaffinity(0)) >= 2, "needs 2 CPUs to pin a cell to the second one")
+    plan, rendered = plan_and_images(only=["pytorch"], workload=["alexnet-fwd"], profile="smoke")
+    (cell,) = plan.cells
+    run_dir = tmp_path / "run"
+    (run_dir / "logs").mkdir(parents=True)
+    ctx = RunContext(plan=plan, run_id="20990101-000000-cpus", run_dir=run_dir, console=quiet_console,
+                     data_dir=run_dir / "data", machine="test-host")
+    backend = DockerBackend(RunOptions(results_dir=tmp_path), quiet_console)
+    second = sorted(os.sched_getaffinity(0))[1]
+    image = smoke_images["pytorch"]
+    ex = backend.execute(ctx, cell, image, run_dir / "staging", run_dir / "logs" / "cell.log", [], 600,
+                         cpus=[second])
+    result = json.loads(ex.result)
+    assert result["status"] == "ok", result["message"]
+    assert result["environment"]["cpu_affinity"] == str(second)
+    assert result["metrics"]["settings"]["threads"] == 1      # torch sizes its pool to the cpuset

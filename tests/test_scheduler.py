@@ -41,8 +41,15 @@ class FakeBackend:
     def machine(self):
         return "fake machine"
 
+    gpus: list = []
+    cpus: list = []
+    spans: list = []     # (cell name, device, gpu ids, cpus, start, end) of every execute
+
     def gpu_ids(self, plan):
-        return []
+        return list(FakeBackend.gpus)
+
+    def cpu_ids(self):
+        return list(FakeBackend.cpus)
 
     def default_parallel(self, plan, gpu_count):
         return 1
@@ -56,8 +63,9 @@ class FakeBackend:
                 keep.append(cell)
         return keep
 
-    def execute(self, ctx, cell, image, staging, log_path, gpu_ids, timeout):
+    def execute(self, ctx, cell, image, staging, log_path, gpu_ids, timeout, cpus=None):
         cls = FakeBackend
+        start = time.monotonic()
         with cls.guard:
             cls.running += 1
             cls.max_running = max(cls.max_running, cls.running)
@@ -83,6 +91,7 @@ class FakeBackend:
         finally:
             with cls.guard:
                 cls.running -= 1
+                cls.spans.append((cell.name, cell.device, list(gpu_ids), cpus, start, time.monotonic()))
 
     def stop_all(self, ctx):
         return 0
@@ -97,6 +106,7 @@ def fake(tmp_path):
     backends.register("fake", FakeBackend)
     FakeBackend.behaviour, FakeBackend.delay_s, FakeBackend.executed = {}, 0.0, []
     FakeBackend.running = FakeBackend.max_running = 0
+    FakeBackend.gpus, FakeBackend.cpus, FakeBackend.spans = [], [], []
     plan, rendered = plan_and_images(only=["pytorch"], workload=["alexnet-fwd", "vgg16-step", "lenet-mnist"])
     assert len(plan.cells) >= 3
     console = Console(file=open(os.devnull, "w"))
@@ -140,10 +150,19 @@ def test_prepare_failures_are_results(fake):
 
 @pytest.mark.parametrize("parallel,expect", [(1, 1), (3, 3)])
 def test_parallel_runs_that_many_cells_at_a_time(fake, parallel, expect):
+    """CPU cells side by side only when asked (--share-cpus); by default they run alone (below)."""
     plan, rendered, console, root = fake
     FakeBackend.delay_s = 0.4
-    run_dir, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root, parallel=parallel), console)
+    run_dir, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root, parallel=parallel,
+                                                        share_cpus=True), console)
     assert code == 0 and FakeBackend.max_running == min(expect, len(plan.cells))
+
+
+def test_cpu_cells_run_alone_by_default_even_with_parallel(fake):
+    plan, rendered, console, root = fake
+    FakeBackend.delay_s = 0.2
+    run_dir, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root, parallel=3), console)
+    assert code == 0 and FakeBackend.max_running == 1 and len(FakeBackend.spans) == len(plan.cells)
 
 
 def test_interrupt_records_the_rest_and_resume_finishes(fake):
@@ -229,3 +248,50 @@ def test_repeats_run_each_cell_in_that_many_processes_and_resume_only_the_missin
     FakeBackend.behaviour, FakeBackend.executed = {}, []
     _, code = run_plan(plan3, rendered, RunOptions(backend="fake", results_dir=root, resume="rep"), console)
     assert code == 0 and victim.name in FakeBackend.executed and tasks[0].name not in FakeBackend.executed
+
+
+# ---------------------------------------------------------------- CPU placement of cells side by side
+
+def test_cpusets_split_the_cores_per_gpu():
+    from runner.scheduler import CpuSets
+    sets = CpuSets(list(range(8)), [0, 1, 2, 3])
+    assert sets.for_gpus([2]) == [4, 5] and sets.for_gpus([0, 1]) == [0, 1, 2, 3]
+    assert sets.for_gpus([]) is None and sets.for_gpus([7]) is None      # unknown GPU: no pinning
+    assert CpuSets([0], [0, 1]).for_gpus([1]) is None                    # fewer cores than GPUs: no share
+
+
+def _overlap(a, b):
+    return a[4] < b[5] and b[4] < a[5]
+
+
+def _placement_run(fake, share_cpus):
+    plan, rendered, console, root = fake
+    FakeBackend.gpus, FakeBackend.cpus, FakeBackend.delay_s = [0, 1], [0, 1, 2, 3], 0.3
+    # resnet50-inference runs on the GPUs and on the CPU (devices: [gpu, cpu]): both kinds of cell
+    plan, rendered = plan_and_images(only=["pytorch"], workload=["resnet50-inference", "alexnet-fwd"],
+                                     device="gpu")
+    assert {c.device for c in plan.cells} == {"gpu", "cpu"}
+    run_dir, code = run_plan(plan, rendered, RunOptions(backend="fake", results_dir=root, parallel=2,
+                                                        share_cpus=share_cpus), console)
+    assert code == 0
+    return FakeBackend.spans
+
+
+def test_gpu_cells_side_by_side_get_disjoint_cpusets_and_cpu_cells_run_alone(fake):
+    spans = _placement_run(fake, share_cpus=False)
+    gpu_spans = [s for s in spans if s[1] == "gpu"]
+    assert any(_overlap(a, b) for a in gpu_spans for b in gpu_spans if a is not b)   # they did run side by side
+    for a in gpu_spans:
+        assert a[3] == {0: [0, 1], 1: [2, 3]}[a[2][0]]                  # the GPU's share of the cores
+        for b in gpu_spans:
+            if a is not b and _overlap(a, b):
+                assert not set(a[3]) & set(b[3])
+    for a in (s for s in spans if s[1] == "cpu"):
+        assert a[3] is None                                               # alone, on every core
+        assert not any(_overlap(a, b) for b in spans if b is not a), a[0]
+
+
+def test_share_cpus_turns_placement_off(fake):
+    spans = _placement_run(fake, share_cpus=True)
+    assert all(s[3] is None for s in spans)
+    assert any(_overlap(a, b) for a in spans for b in spans if a is not b and "cpu" in (a[1], b[1]))

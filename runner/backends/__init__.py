@@ -38,6 +38,11 @@ class Backend(Protocol):
         """The GPU indices the scheduler hands out to cells; [] when this backend (or its scheduler)
         places GPU cells itself."""
 
+    def cpu_ids(self) -> Optional[list[int]]:
+        """The CPU ids the scheduler may pin cells to (disjoint cpusets for GPU cells running side by side,
+        CPU cells alone); [] when the cells share one host but cannot be pinned; None when this backend's own
+        scheduler places cells (then the run's scheduler neither pins nor serialises them)."""
+
     def default_parallel(self, plan: "Plan", gpu_count: int) -> int:
         """Cells at a time when --parallel is auto."""
 
@@ -47,9 +52,10 @@ class Backend(Protocol):
         `fail` and return the rest."""
 
     def execute(self, ctx: "RunContext", cell: "Cell", image: "RenderedImage", staging: Path, log_path: Path,
-                gpu_ids: list[int], timeout: int) -> "Execution":
+                gpu_ids: list[int], timeout: int, cpus: Optional[list[int]] = None) -> "Execution":
         """Run one cell to its end (or its timeout) and hand back how it ended and its result bytes.
-        `staging` is the cell's own, empty output directory; output goes to `log_path`."""
+        `staging` is the cell's own, empty output directory; output goes to `log_path`; `cpus`: the CPU ids
+        to pin the cell to (None: no pinning)."""
 
     def stop_all(self, ctx: "RunContext") -> int:
         """Stop every cell of this run that is still running (Ctrl-C); returns how many."""

@@ -75,9 +75,11 @@ def shm_size(cell: Cell) -> str:
 
 
 def container_spec(ctx, cell: Cell, image_tag: str, image_id: Optional[str], staging: Path,
-                   gpu_ids: Optional[list[int]], dataset_dir: Optional[Path] = None) -> dict[str, Any]:
+                   gpu_ids: Optional[list[int]], dataset_dir: Optional[Path] = None,
+                   cpus: Optional[list[int]] = None) -> dict[str, Any]:
     """Keyword arguments for client.containers.create() of one cell. `dataset_dir`: where the cell's
-    dataset is on the machine that runs the container (default: the run's data view)."""
+    dataset is on the machine that runs the container (default: the run's data view); `cpus`: the cpuset
+    the scheduler gave the cell (None: every CPU)."""
     out = f"{CONTAINER_RESULTS}/{cell.name}.json"
     memory = memory_limit(cell)
     volumes = {str(staging): {"bind": CONTAINER_RESULTS, "mode": "rw"}}
@@ -109,6 +111,8 @@ def container_spec(ctx, cell: Cell, image_tag: str, image_id: Optional[str], sta
         ulimits=[nofile_ulimit()],
         detach=True,
     )
+    if cpus:
+        spec["cpuset_cpus"] = ",".join(str(int(c)) for c in cpus)
     if cell.device == "gpu":
         gpu = gpu_options(cell.gpus, gpu_ids)
         spec["ulimits"] = spec["ulimits"] + gpu.pop("ulimits", [])
@@ -324,13 +328,14 @@ class DockerBackend(OnThisHost):
             self.runs[ctx.run_id] = ContainerRun(self.client, ctx.stop)
         return self.runs[ctx.run_id]
 
-    def execute(self, ctx, cell, image: RenderedImage, staging: Path, log_path: Path, gpu_ids, timeout) -> Execution:
+    def execute(self, ctx, cell, image: RenderedImage, staging: Path, log_path: Path, gpu_ids, timeout,
+                cpus=None) -> Execution:
         runner = self._container_run(ctx)
         image_id = self.image_id(image.tag)
         if cell.device == "gpu" and runner.gpu_refused:
             return Execution(error=runner.gpu_refused, image=image.tag, image_id=image_id)
         prepare_staging(staging, for_container_uid=True)
-        spec = container_spec(ctx, cell, image.tag, image_id, staging, gpu_ids)
+        spec = container_spec(ctx, cell, image.tag, image_id, staging, gpu_ids, cpus=cpus)
         ex = runner.run(spec, log_path, timeout)
         ex.image, ex.image_id = image.tag, image_id
         ex.result, ex.result_problem = read_staged_result(staging / f"{cell.name}.json")

@@ -51,7 +51,8 @@ class LocalBackend(OnThisHost):
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
         return env
 
-    def execute(self, ctx, cell, image, staging: Path, log_path: Path, gpu_ids, timeout: int) -> Execution:
+    def execute(self, ctx, cell, image, staging: Path, log_path: Path, gpu_ids, timeout: int,
+                cpus=None) -> Execution:
         if ctx.stop.is_set():
             return Execution(error="interrupted before start")
         prepare_staging(staging, for_container_uid=False)
@@ -64,6 +65,13 @@ class LocalBackend(OnThisHost):
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as exc:
                 return Execution(error=f"cannot start {self.python}: {exc}")
+            if cpus:
+                # pinned right after the start (a preexec_fn is unsafe with the scheduler's threads): the
+                # child is still starting its interpreter, long before a framework starts its threads
+                try:
+                    os.sched_setaffinity(proc.pid, cpus)
+                except OSError:
+                    pass
             with self.lock:
                 self.procs[proc.pid] = proc
             timed_out = False

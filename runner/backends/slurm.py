@@ -171,7 +171,11 @@ class SlurmBackend:
         shared = self.options.slurm.shared_dir
         return (Path(shared).resolve() / ctx.run_id) if shared else ctx.run_dir / ".slurm"
 
-    def execute(self, ctx, cell, image, staging: Path, log_path: Path, gpu_ids, timeout: int) -> Execution:
+    def cpu_ids(self):
+        return None   # Slurm places jobs and binds them to their --cpus-per-task itself
+
+    def execute(self, ctx, cell, image, staging: Path, log_path: Path, gpu_ids, timeout: int,
+                cpus=None) -> Execution:
         root = self.job_root(ctx)
         root.mkdir(parents=True, exist_ok=True)
         if self.options.slurm.shared_dir:  # the node writes where every node (and we) can read

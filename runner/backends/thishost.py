@@ -13,5 +13,12 @@ class OnThisHost:
         from runner.gpus import host_gpus
         return [g.index for g in host_gpus()] if plan.device == "gpu" else []
 
+    def cpu_ids(self) -> list[int]:
+        import os
+        try:
+            return sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            return []
+
     def default_parallel(self, plan, gpu_count: int) -> int:
         return max(1, gpu_count) if plan.device == "gpu" else 1
