@@ -28,7 +28,7 @@ CPU_RUN = FIXTURES / "20261122-070000-cd34"
 CI_RUN = FIXTURES / "20261123-080000-ef56"
 SMOKE_RUN = FIXTURES / "20261123-090000-5a0e"
 GOLDEN = HERE / "golden" / "report" / "calibrated"
-CALIBRATED = ("resnet50-inference", "vgg16-step", "cnn-synthetic", "alexnet", "version-matrix")
+CALIBRATED = ("resnet50-inference", "vgg16-step", "cnn-synthetic", "alexnet", "version-matrix", "settings")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,15 @@ def test_calibrated_sections_match_golden(sections, name):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     assert text == path.read_text(encoding="utf-8"), f"{name} differs from {path} (UPDATE_GOLDEN=1 to accept)"
+
+
+def test_how_each_framework_ran_comes_from_the_recorded_settings(sections):
+    text = __import__("re").sub(r" +", " ", sections["settings"])
+    assert "| PyTorch 2.15.0 | gpu | fp32 | NHWC (channels_last) | eager |" in text
+    assert "| TensorFlow 2.21.0 | gpu | fp32 | NHWC | tf.function |" in text
+    # the repeated resnet50-inference cell is one cell; vgg16 + cnn-synthetic + resnet50 = 3 PyTorch cells
+    assert text.split("| PyTorch 2.15.0 |")[1].splitlines()[0].rstrip().endswith("| 3 |")
+    assert "- `fp32`: fp32 weights and math" in text and "What is timed" in text
 
 
 def test_values_carry_their_ci_half_width(sections):

@@ -97,6 +97,13 @@ _COLUMNS = {
     "energy_j": "metrics.energy_j",
     "cudnn_rnn": "metrics.cudnn_rnn",
     "oom_batch_size": "metrics.oom_batch_size",
+    # how the adapter ran the framework (bench.adapters.base.Adapter.settings)
+    "set_layout": "metrics.settings.layout",
+    "set_graph": "metrics.settings.graph",
+    "set_precision_method": "metrics.settings.precision_method",
+    "set_loss_scaler": "metrics.settings.loss_scaler",
+    "set_tf32": "metrics.settings.tf32",
+    "set_threads": "metrics.settings.threads",
     "reported_version": "environment.framework_version",
     "cuda": "environment.cuda",
     "cudnn": "environment.cudnn",
@@ -104,6 +111,7 @@ _COLUMNS = {
     "hostname": "environment.hostname",
     "cpu_model": "environment.cpu_model",
     "cpu_cores": "environment.cpu_cores",
+    "cpu_affinity": "environment.cpu_affinity",
     "ram_bytes": "environment.ram_bytes",
     "os": "environment.os",
     "env_python": "environment.python",
@@ -131,7 +139,8 @@ FRAME_COLUMNS = [
     "step_jitter_s", "step_rel_jitter", "timed_wall_s", "samples_per_s", "train_time_s", "total_time_s",
     "test_accuracy", "inference_time_s", "peak_memory_bytes", "param_count", "flops_per_sample",
     "achieved_tflops", "mfu", "energy_j", "samples_per_j", "cudnn_rnn", "oom_batch_size",
-    "hostname", "cpu_model", "cpu_cores", "ram_bytes", "gpu_name", "gpu_count", "gpu_memory_bytes",
+    "set_layout", "set_graph", "set_precision_method", "set_loss_scaler", "set_tf32", "set_threads",
+    "hostname", "cpu_model", "cpu_cores", "cpu_affinity", "ram_bytes", "gpu_name", "gpu_count", "gpu_memory_bytes",
     "gpu_driver", "gpu_sm_clock_mhz", "os", "env_python", "cuda", "cudnn", "started_at", "finished_at",
 ]
 

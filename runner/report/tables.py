@@ -154,7 +154,8 @@ def _values_text(values, unit: str = "") -> str:
         return "an unknown number of"
     if len(vals) == 1:
         return f"{vals[0]}{unit}"
-    return " or ".join(f"{v}{unit}" for v in vals) + " (see the configuration)"
+    # the range; each cell's own count is in results.csv (head_n, timed_steps)
+    return f"{vals[0]} to {vals[-1]}{unit}"
 
 
 def vgg16_step(df: pd.DataFrame) -> str:
@@ -492,6 +493,45 @@ def plots_section(plots: list) -> str:
     return "\n\n".join(f"![{md_escape(title)}]({link})" for title, link in plots)
 
 
+def how_run(df: pd.DataFrame) -> str:
+    """How each framework ran, from the settings its adapter recorded in the results: one row per
+    framework x device x precision x distinct settings, then what each precision name means."""
+    from bench.adapters.base import PRECISION_METHODS   # the one definition, shared with bench
+    d = df[df["set_graph"].notna()]
+    if d.empty:
+        return ""
+    cols = ["set_layout", "set_graph", "set_loss_scaler", "set_tf32", "set_threads"]
+
+    def text(v) -> str:
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            return FILLER
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        return _key(v)
+
+    d = d.assign(fw=_framework_base(d), **{c: d[c].map(text) for c in cols})
+    groups = d.groupby(["fw", "device", "precision"] + cols, sort=True)
+    rows = [[md_escape(fw), dev, prec] + [md_escape(v) for v in values] + [str(len(g))]
+            for (fw, dev, prec, *values), g in groups]
+    table = md_table(["Framework", "Device", "Precision", "Layout", "Graph / compilation", "Loss scaler",
+                      "TF32", "CPU threads", "Cells"], rows, align=["left"] * 8 + ["right"])
+    used = [p for p in ("fp32", "amp", "bf16", "fp16") if p in set(d["precision"])]
+    meanings = "\n".join(f"- `{p}`: {PRECISION_METHODS[p]}" for p in used)
+    timed = ("What is timed: timed workloads (step time, images/s) time the training or inference step alone, "
+             "on a batch already on the device, after a warmup that ran until step time was steady; "
+             "training workloads time the whole loop, feeding included, as the seeds did.")
+    return (source_line(d) + " Settings each adapter recorded in its results (`settings` in the result "
+            "JSON):\n\n" + table + "\n\nPrecision names mean the same method in every framework; a "
+            "framework that cannot run a method reports the cell `unsupported` with the reason:\n\n"
+            + meanings + "\n\n" + timed)
+
+
+def _key(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
 # ------------------------------------------------------------------ the one registry of sections
 
 class Section(object):
@@ -503,6 +543,7 @@ class Section(object):
 
 SECTIONS = OrderedDict((s.name, s) for s in [
     Section("hardware", "Hardware used", lambda df, x: hardware(df)),
+    Section("settings", "How each framework is run", lambda df, x: how_run(df)),
     Section("cifar10-cnn", WORKLOADS["cifar10-cnn"]["title"], lambda df, x: train_table(df, "cifar10-cnn")),
     Section("gru-imdb", WORKLOADS["gru-imdb"]["title"],
             lambda df, x: train_table(df, "gru-imdb", cudnn_column=True)),
