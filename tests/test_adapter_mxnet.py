@@ -85,6 +85,8 @@ def smoke_in_containers(run_cli, tmp_path, framework):
         m = r["metrics"]
         if m.get("param_count") is not None and m.get("spec_param_count") is not None:
             assert m["param_count"] == m["spec_param_count"], r["cell"]["id"]
+        # how it ran is recorded, in full (a failing settings() would leave only an "error" key)
+        assert "error" not in m["settings"] and m["settings"]["layout"] and m["settings"]["graph"], m["settings"]
     return results
 
 

@@ -137,6 +137,9 @@ def check_smoke(proc, results, framework):
         assert r["cell"]["framework"] == framework
         m = r["metrics"]
         assert m["param_count"] == m["spec_param_count"], r["cell"]
+        # how it ran is recorded, in full (a failing settings() would leave only an "error" key)
+        assert "error" not in m["settings"] and m["settings"]["layout"] and m["settings"]["graph"], m["settings"]
+        assert m["settings"]["precision_method"] == "fp32 weights and math"
     gru = [r for r in results.values() if r["cell"]["workload"] == "gru-imdb"]
     assert gru and all(r["metrics"]["cudnn_rnn"] is False for r in gru)  # CPU: no cuDNN
 
