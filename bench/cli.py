@@ -386,7 +386,9 @@ def run_cell(args, options):
         environment = envmod.collect(versions)
         gpu_indices = list(range(gpus)) if device == "gpu" else []
         peak = None
-        if device == "gpu":
+        if device == "gpu" and envmod.on_mig_slice(environment["gpus"]):
+            log("MFU omitted: the cell runs on a MIG slice, whose share of the GPU's peak is not known here")
+        elif device == "gpu":
             names = [g["name"] for g in environment["gpus"]][:gpus]
             per_device = [peaks.peak_tflops(n, adapter.peak_precision()) for n in names]
             if per_device and len(per_device) == gpus and all(per_device):

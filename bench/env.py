@@ -51,6 +51,13 @@ def visible_gpu_indices():
     return None
 
 
+def on_mig_slice(gpu_records, visible=None):
+    """Whether the process runs on a MIG slice (CUDA_VISIBLE_DEVICES names MIG devices, or a visible GPU
+    is in MIG mode): a slice has a fraction of the GPU's peak, so MFU against the whole GPU would be wrong."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if visible is None else visible
+    return "MIG-" in visible or any(g.get("mig") for g in gpu_records)
+
+
 def gpus_nvml():
     import pynvml
     pynvml.nvmlInit()
@@ -66,9 +73,13 @@ def gpus_nvml():
                 clock = int(pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM))
             except Exception:
                 clock = None
+            try:
+                mig = bool(pynvml.nvmlDeviceGetMigMode(h)[0])
+            except Exception:   # no MIG support (pre-Ampere, or an old NVML)
+                mig = False
             gpus.append({"name": _decode(pynvml.nvmlDeviceGetName(h)),
                          "memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
-                         "driver": driver, "sm_clock_mhz": clock})
+                         "driver": driver, "sm_clock_mhz": clock, "mig": mig})
         return gpus
     finally:
         pynvml.nvmlShutdown()

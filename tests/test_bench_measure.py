@@ -124,3 +124,12 @@ def test_png_rejects_corruption():
     data[20] ^= 0xFF  # inside IHDR
     with pytest.raises(ValueError):
         png.decode(bytes(data))
+
+
+def test_mig_slices_are_recognised_so_mfu_is_omitted():
+    from bench.env import on_mig_slice
+    h100 = {"name": "NVIDIA H100 80GB HBM3", "mig": False}
+    assert not on_mig_slice([h100], visible="0")
+    assert on_mig_slice([h100], visible="MIG-4f8c5a2e-1d6b-5f0e-9b0a-3c1d2e3f4a5b")
+    assert on_mig_slice([dict(h100, mig=True)], visible="")
+    assert not on_mig_slice([{"name": "old GPU"}], visible="")      # records without the key: no MIG
