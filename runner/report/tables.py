@@ -13,7 +13,7 @@ import pandas as pd
 
 from bench.workloads import WORKLOADS
 from runner.report.frame import (
-    DATASET_NAMES, MISSING, MODEL_NAMES, sec_digits, _isnum, fmt_bytes_gib, fmt_fixed, fmt_pct, fmt_sec_batch, md_escape, md_table,
+    _key_text, DATASET_NAMES, MISSING, MODEL_NAMES, sec_digits, _isnum, fmt_bytes_gib, fmt_fixed, fmt_pct, fmt_sec_batch, md_escape, md_table,
     options_label, row_labels, short, slug, source_line, status_text,
 )
 
@@ -503,11 +503,9 @@ def how_run(df: pd.DataFrame) -> str:
     cols = ["set_layout", "set_graph", "set_loss_scaler", "set_tf32", "set_threads"]
 
     def text(v) -> str:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
-            return FILLER
         if isinstance(v, bool):
             return "yes" if v else "no"
-        return _key(v)
+        return _key_text(v) or FILLER
 
     d = d.assign(fw=_framework_base(d), **{c: d[c].map(text) for c in cols})
     groups = d.groupby(["fw", "device", "precision"] + cols, sort=True)
@@ -524,12 +522,6 @@ def how_run(df: pd.DataFrame) -> str:
             "JSON):\n\n" + table + "\n\nPrecision names mean the same method in every framework; a "
             "framework that cannot run a method reports the cell `unsupported` with the reason:\n\n"
             + meanings + "\n\n" + timed)
-
-
-def _key(v) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
 
 
 # ------------------------------------------------------------------ the one registry of sections
