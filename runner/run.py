@@ -152,6 +152,10 @@ def run_plan(plan: Plan, rendered: dict, options: RunOptions, console: Console) 
     try:
         runs = f" in {len(tasks)} processes (repeats)" if len(tasks) != len(plan.cells) else ""
         console.print(f"run {run_id}: {len(plan.cells)} cells{runs}, backend {backend.name}, results in {run_dir}")
+        if resuming and backend.stop_all(ctx):
+            # an engine lost mid-run keeps the containers it had (even finished cells'); we hold the lock,
+            # so whatever of this run is still there belongs to the earlier attempt
+            console.print(f"resume: removed what the earlier attempt of run {run_id} left behind")
         done = finished_cells(run_dir, tasks) if resuming else set()
         if done:
             console.print(f"resume: {len(done)} cell(s) have a result already and are skipped")

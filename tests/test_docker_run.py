@@ -84,6 +84,33 @@ def test_interrupt_then_resume(torch_image, docker_client, tmp_path):
     assert load_result(first[0]) == finished                     # never rewritten
 
 
+def test_resume_removes_what_an_earlier_attempt_left_behind(torch_image, docker_client, tmp_path):
+    """An engine lost between a cell's result and its container's removal leaves the container; the cell is
+    ok, so no later attempt re-creates it under its name. --resume clears the run's leftovers."""
+    root, run_id = tmp_path / "results", "20990101-000000-left"
+    first = runner_cli("run", *SMOKE, "--workload", "alexnet-fwd", "--results-dir", root, "--run-id", run_id,
+                       timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    result = _only_result(root / run_id)
+    label = f"dlbench.run-id={run_id}"
+    leftover = docker_client.containers.create(torch_image.tag, command=["true"], labels={"dlbench.run-id": run_id},
+                                               name=f"dlbench-leftover-{os.getpid()}")
+    try:
+        assert containers_with_label(docker_client, label)
+        again = runner_cli("run", *SMOKE, "--workload", "alexnet-fwd", "--results-dir", root, "--resume", run_id,
+                           timeout=600)
+        out = again.stdout + again.stderr
+        assert again.returncode == 0, out
+        assert "left behind" in out
+        assert not containers_with_label(docker_client, label)
+        assert _only_result(root / run_id) == result                # the finished cell is not run again
+    finally:
+        try:
+            leftover.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
 def _gpu_variant(cell, gpus):
     return dataclasses.replace(cell, device="gpu", gpus=gpus)
 

@@ -58,7 +58,8 @@ class Backend(Protocol):
         to pin the cell to (None: no pinning)."""
 
     def stop_all(self, ctx: "RunContext") -> int:
-        """Stop every cell of this run that is still running (Ctrl-C); returns how many."""
+        """Stop every cell of this run that is still running (Ctrl-C), and on --resume whatever an earlier
+        attempt of the run left behind; returns how many."""
 
     @classmethod
     def clean(cls, console: "Console") -> int:

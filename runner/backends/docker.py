@@ -241,16 +241,17 @@ def remove_container(client, name: str) -> None:
 
 def remove_run_containers(client, run_id: str) -> int:
     import docker
+    from requests.exceptions import RequestException
     removed = 0
     try:
         containers = client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
-    except docker.errors.DockerException:
-        return 0
+    except (docker.errors.DockerException, RequestException):
+        return 0  # an engine that is gone has nothing we can remove; the next attempt (--resume) does
     for container in containers:
         try:
             container.remove(force=True)
             removed += 1
-        except docker.errors.DockerException:
+        except (docker.errors.DockerException, RequestException):
             pass
     return removed
 
