@@ -291,13 +291,16 @@ def print_plan(plan: Plan, rendered: dict, cached: Optional[set]) -> None:
             (f" x{cell.repeats} processes" if cell.repeats > 1 else "")
         # Text, not str: a value such as `[/x]` must print as itself, not as Rich markup
         table.add_row(*(Text(printable(v)) for v in (
-            cell.framework, cell.version, cell.toolchain, cell.python, workload, str(cell.batch_size),
+            cell.framework, cell.version, cell.toolchain, cell.python, workload,
+            f"{cell.batch_size} (sweep)" if cell.sweep else str(cell.batch_size),
             cell.precision, str(cell.gpus), image.tag, state)))
     for d in plan.dropped:
         table.add_row(d.framework, d.version, d.toolchain, "-", "*", "-", "-", "-", "-", escape(f"dropped: {d.reason}"))
     console.print(table)
     console.print(Text(f"{len(plan.cells)} cells in {len(rendered)} images; {len(plan.dropped)} combinations "
-                       f"dropped." + (f" Note: {plan.skipped_note}." if plan.skipped_note else "")))
+                       f"dropped." + (f" Note: {plan.skipped_note}." if plan.skipped_note else "") +
+                       (" (sweep): a batch sweep, run smallest batch first; the first out-of-memory ends it and "
+                        "its larger batches are not run." if any(c.sweep for c in plan.cells) else "")))
 
 
 def _cached_tags(rendered: dict) -> Optional[set]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, Strict, ValidationError, \
-    field_validator
+    field_validator, model_validator
 
 from bench.workloads import DATASETS, SYNTHETIC_MODELS, WORKLOADS
 from runner.compat import CompatData, Dropped, ImageChoice, load_compat, resolve
@@ -96,6 +96,21 @@ class Calibration(_Strict):
     steady_tolerance: Optional[Fraction] = None
 
 
+class Sweep(_Strict):
+    """`sweep:` (or `batch_sizes: auto`): batches start, start*factor, ... up to max, run smallest first; the
+    first out-of-memory ends the sweep and the larger batches are not run (recorded unsupported, with why)."""
+    start: Optional[BatchSize] = None      # default: the workload's default batch size
+    factor: Annotated[int, Strict(), Field(ge=2, le=16)] = 2
+    max: BatchSize = 1 << 16
+
+    def batches(self, default_start: int) -> list[int]:
+        out, batch = [], self.start or default_start
+        while batch <= self.max:
+            out.append(batch)
+            batch *= self.factor
+        return out
+
+
 # calibration key -> the bench flag that carries it
 CALIBRATION_FLAGS = {"target_ci": "--target-ci", "time_budget_s": "--time-budget",
                      "warmup_budget_s": "--warmup-budget", "max_warmup": "--max-warmup", "max_steps": "--max-steps",
@@ -103,7 +118,9 @@ CALIBRATION_FLAGS = {"target_ci": "--target-ci", "time_budget_s": "--time-budget
 
 
 class WorkloadSpec(_Strict):
-    batch_sizes: Optional[list[BatchSize]] = Field(default=None, min_length=1)
+    # a list, or `auto`: the sweep below with its defaults
+    batch_sizes: Optional[Union[list[BatchSize], Literal["auto"]]] = Field(default=None, min_length=1)
+    sweep: Optional[Sweep] = None
     precisions: Optional[list[Precision]] = Field(default=None, min_length=1)
     iterations: Optional[PositiveInt] = None
     epochs: Optional[PositiveInt] = None
@@ -125,7 +142,29 @@ class WorkloadSpec(_Strict):
     @field_validator("batch_sizes", "precisions", "gpus", "devices", "datasets", "models")
     @classmethod
     def _lists_unique(cls, v, info):
-        return _unique(v, info.field_name)
+        return v if v == "auto" else _unique(v, info.field_name)
+
+    @model_validator(mode="after")
+    def _one_batch_source(self):
+        if self.sweep is not None and isinstance(self.batch_sizes, list):
+            raise ValueError("give `batch_sizes: [...]` or `sweep: {start, factor, max}`, not both (a sweep "
+                             "chooses its own batch sizes; `batch_sizes: auto` is a sweep with the defaults)")
+        if self.sweep is not None and self.sweep.start is not None and self.sweep.start > self.sweep.max:
+            raise ValueError(f"sweep.start ({self.sweep.start}) is larger than sweep.max ({self.sweep.max}): "
+                             f"the sweep would have no batch size")
+        return self
+
+    def swept(self) -> Optional[Sweep]:
+        """The sweep this workload asks for, if any."""
+        if self.sweep is not None:
+            return self.sweep
+        return Sweep() if self.batch_sizes == "auto" else None
+
+    def batch_list(self, default: int) -> list[int]:
+        sweep = self.swept()
+        if sweep is not None:
+            return sweep.batches(default)
+        return list(self.batch_sizes or [default])
 
 
 class Rule(_Strict):
@@ -207,6 +246,8 @@ class Cell:
     repeats: int = field(default=1, compare=False, hash=False)   # processes the cell runs in
     repeat: int = 0                                               # which of them this is (0: the only one)
     calibration: tuple[tuple[str, Any], ...] = field(default=(), compare=False, hash=False)
+    # part of a batch sweep: its batches run smallest first and stop at the first out-of-memory
+    sweep: bool = field(default=False, compare=False, hash=False)
 
     @property
     def key(self) -> tuple:
@@ -233,6 +274,11 @@ class Cell:
 
     def field(self, name: str):
         return getattr(self, name)
+
+    @property
+    def sweep_key(self) -> tuple:
+        """What the cells of one batch sweep share: everything but the batch size."""
+        return self.key[:7] + self.key[8:]   # Cell.key without batch_size
 
 
 @dataclass
@@ -412,6 +458,10 @@ def _merge(base: Optional[WorkloadSpec], override: Optional[WorkloadSpec], profi
                                      **(merged.get("calibration") or {})}
     if override:
         over = override.model_dump(exclude_unset=True)
+        if "sweep" in over or over.get("batch_sizes") == "auto":
+            merged.pop("batch_sizes", None)    # the profile sweeps where the matrix lists batches
+        elif "batch_sizes" in over:
+            merged.pop("sweep", None)          # the profile lists batches where the matrix sweeps
         options = {**merged.get("options", {}), **over.pop("options", {})}
         merged.update(over)
         merged["options"] = options
@@ -549,7 +599,7 @@ def _count_cells(wl_name: str, wl: WorkloadSpec, images: dict, frameworks: dict,
     entry = WORKLOADS[wl_name]
     devices = ["cpu"] if device == "cpu" else (wl.devices or ["gpu"])
     per_image = len(wl.models or entry.get("models") or [None]) * len(wl.datasets or [None]) * \
-        len(wl.batch_sizes or [None]) * len(wl.precisions or [None])
+        len(wl.batch_list(entry["defaults"]["batch_size"])) * len(wl.precisions or [None])
     total = 0
     for image in images.values():
         if image.device not in devices:
@@ -600,7 +650,8 @@ def _workload_cells(wl_name: str, wl: WorkloadSpec, images: dict, frameworks: di
     devices = ["cpu"] if device == "cpu" else (wl.devices or ["gpu"])
     models = wl.models or (list(entry["models"]) if entry.get("models") else [None])
     datasets = wl.datasets or ([defaults["dataset"]] if defaults.get("dataset") else [None])
-    batch_sizes = wl.batch_sizes or [defaults["batch_size"]]
+    batch_sizes = wl.batch_list(defaults["batch_size"])
+    swept = wl.swept() is not None
     precisions = wl.precisions or ["fp32"]
     out = []
     for image in ([only_image] if only_image else images.values()):
@@ -627,7 +678,7 @@ def _workload_cells(wl_name: str, wl: WorkloadSpec, images: dict, frameworks: di
                 options=options, image=image, variant=variant, memory_gb=wl.memory_gb,
                 repeats=wl.repeats or 1,
                 calibration=tuple(sorted(wl.calibration.model_dump(exclude_none=True).items()))
-                if wl.calibration else ()))
+                if wl.calibration else (), sweep=swept))
     return out
 
 
@@ -641,6 +692,7 @@ def _include(rule: Rule, matrix, prof, images, frameworks, device, default_timeo
         overrides = {}
         if rule.batch_size is not None:
             overrides["batch_sizes"] = [rule.batch_size]
+            overrides["sweep"] = None   # one named batch, not a sweep
         if rule.precision is not None:
             overrides["precisions"] = [rule.precision]
         if rule.gpus is not None:

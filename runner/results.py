@@ -27,7 +27,7 @@ from runner.validate import printable
 
 SCHEMA_PATH = BENCH_DIR / "schema" / "result-v1.json"
 SCHEMA_VERSION = 1
-FAILURE_STATUSES = ("error", "timeout", "interrupted")
+FAILURE_STATUSES = ("error", "timeout", "interrupted", "unsupported")
 CELL_REQUIRED = ("framework", "workload", "batch_size", "precision", "device", "gpus")
 # A result file is a few KiB; these bound what a hostile one can cost the report.
 MAX_RESULT_BYTES = 16 * 1024 * 1024
@@ -219,7 +219,8 @@ def _host_environment() -> dict:
 
 def error_result(cell: dict, status: str, message: str, log_tail: Iterable[str] = (),
                  started_at: Optional[str] = None) -> dict:
-    """A schema-valid result for a cell that wrote none (status error, timeout or interrupted)."""
+    """A schema-valid result for a cell that wrote none (status error, timeout or interrupted), or was not run
+    (unsupported: a batch sweep's batches past its out-of-memory)."""
     if status not in FAILURE_STATUSES:
         raise ValueError(f"error_result: status must be one of {FAILURE_STATUSES}, not {status!r}")
     props = _schema()["properties"]["cell"]["properties"]

@@ -92,11 +92,11 @@ def prepare_run_dir(options: RunOptions) -> tuple[str, Path, bool]:
     return run_id, run_dir, False
 
 
-def finished_cells(run_dir: Path, cells: list[Cell]) -> set[str]:
-    """Cells of a resumed run that have a valid, final result. Interrupted or unusable files are moved to
-    superseded/ (kept, never overwritten) so the cell runs again."""
+def finished_cells(run_dir: Path, cells: list[Cell]) -> dict[str, str]:
+    """Cells of a resumed run that have a valid, final result, with its status. Interrupted or unusable files
+    are moved to superseded/ (kept, never overwritten) so the cell runs again."""
     from runner.results import ResultError, load_result
-    done = set()
+    done = {}
     for cell in cells:
         path = run_dir / f"{cell.name}.json"
         if not path.exists():
@@ -104,7 +104,7 @@ def finished_cells(run_dir: Path, cells: list[Cell]) -> set[str]:
         try:
             obj = load_result(path)
             if obj["status"] != "interrupted":
-                done.add(cell.name)
+                done[cell.name] = obj["status"]
                 continue
         except ResultError:
             pass
@@ -148,7 +148,7 @@ def run_plan(plan: Plan, rendered: dict, options: RunOptions, console: Console) 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous_handlers[sig] = signal.signal(sig, on_signal)
-    done: set[str] = set()
+    done: dict[str, str] = {}
     try:
         runs = f" in {len(tasks)} processes (repeats)" if len(tasks) != len(plan.cells) else ""
         console.print(f"run {run_id}: {len(plan.cells)} cells{runs}, backend {backend.name}, results in {run_dir}")
@@ -156,7 +156,7 @@ def run_plan(plan: Plan, rendered: dict, options: RunOptions, console: Console) 
             # an engine lost mid-run keeps the containers it had (even finished cells'); we hold the lock,
             # so whatever of this run is still there belongs to the earlier attempt
             console.print(f"resume: removed what the earlier attempt of run {run_id} left behind")
-        done = finished_cells(run_dir, tasks) if resuming else set()
+        done = finished_cells(run_dir, tasks) if resuming else {}
         if done:
             console.print(f"resume: {len(done)} cell(s) have a result already and are skipped")
         todo = [c for c in tasks if c.name not in done]
@@ -166,6 +166,8 @@ def run_plan(plan: Plan, rendered: dict, options: RunOptions, console: Console) 
         if todo and not ctx.stop.is_set():
             todo = backend.prepare(ctx, todo, image_of, scheduler.fail_before_start)
         if todo and not ctx.stop.is_set():
+            # a sweep that ran out of memory before --resume stays stopped there
+            scheduler.oom_at.update(sweep_oom(tasks, done))
             scheduler.run_all(todo, len(tasks) - len(todo), len(tasks))
         if ctx.stop.is_set():
             backend.stop_all(ctx)
@@ -180,7 +182,19 @@ def run_plan(plan: Plan, rendered: dict, options: RunOptions, console: Console) 
     statuses = summary(run_dir, tasks, console)
     if ctx.stop.is_set():
         return run_dir, INTERRUPTED_EXIT
-    return run_dir, EXIT_OK if all(s == "ok" for s in statuses.values()) else EXIT_CELLS_FAILED
+    # a sweep is meant to end in out-of-memory: that, and the batches it then leaves out, are not failures
+    expected = {c.name for c in tasks if c.sweep and statuses.get(c.name) in ("oom", "unsupported")}
+    return run_dir, EXIT_OK if all(s == "ok" or name in expected for name, s in statuses.items()) \
+        else EXIT_CELLS_FAILED
+
+
+def sweep_oom(cells: list[Cell], statuses: dict[str, str]) -> dict[tuple, int]:
+    """Per batch sweep, the smallest batch with an out-of-memory result among `statuses`."""
+    out: dict[tuple, int] = {}
+    for cell in cells:
+        if cell.sweep and statuses.get(cell.name) == "oom":
+            out[cell.sweep_key] = min(out.get(cell.sweep_key, cell.batch_size), cell.batch_size)
+    return out
 
 
 def summary(run_dir: Path, tasks: list[Cell], console: Console) -> dict[str, str]:

@@ -214,6 +214,7 @@ class Scheduler:
         self.gate = CpuCellGate()
         self.lock = threading.Lock()
         self.done: dict[str, str] = {}       # cell id -> status (this invocation)
+        self.oom_at: dict[tuple, int] = {}   # batch sweep (Cell.sweep_key) -> the batch that ran out of memory
         self.counter = 0
         self.total = 0
 
@@ -345,10 +346,58 @@ class Scheduler:
 
     # all cells --------------------------------------------------------------
 
+    def skip_sweep(self, cell: Cell, oom_batch: int) -> None:
+        """A batch of a sweep that is not run: a smaller (or the same) batch already ran out of memory."""
+        from runner.results import error_result
+        obj = error_result(cell_record(cell, self.ctx.run_id, self.ctx.plan.profile), "unsupported",
+                           f"not run: this batch sweep ran out of memory at batch {oom_batch} on this device, so "
+                           f"batch {cell.batch_size} does not fit either. To try it anyway, run it on its own "
+                           f"(`batch_sizes: [{cell.batch_size}]`) or with more memory (`memory_gb`).")
+        self.record(cell, obj)
+
+    def run_one(self, cell: Cell) -> bool:
+        """Run one cell to its result; False when the run was stopped before the cell could start."""
+        if cell.device == "gpu" and self.slots.known and cell.gpus > self.slots.total:
+            self.fail(cell, "error", f"the cell needs {cell.gpus} GPUs and this host has {self.slots.total}")
+            return True
+        alone = cell.device != "gpu"
+        if self.isolate and not self.gate.enter(alone, self.ctx.stop):
+            return False
+        try:
+            gpu_ids = self.slots.acquire(cell.gpus, self.ctx.stop) if cell.device == "gpu" else []
+            if gpu_ids is None:
+                return False
+            cpus = self.cpusets.for_gpus(gpu_ids) if self.isolate and not alone else None
+            try:
+                self.run_cell(cell, gpu_ids, cpus)
+            except Exception as exc:  # never lose a cell
+                if cell.name not in self.done:
+                    self.fail(cell, "error", f"runner error: {type(exc).__name__}: {exc}")
+            finally:
+                self.slots.release(gpu_ids)
+        finally:
+            if self.isolate:
+                self.gate.leave(alone)
+        return True
+
+    def run_item(self, item: list[Cell]) -> list[Cell]:
+        """Run a work item's cells in order (one cell, or a batch sweep smallest batch first, which ends at its
+        first out-of-memory); returns the cells left when the run stopped."""
+        for i, cell in enumerate(item):
+            oom_batch = self.oom_at.get(cell.sweep_key) if cell.sweep else None
+            if oom_batch is not None and cell.batch_size >= oom_batch:
+                self.skip_sweep(cell, oom_batch)
+                continue
+            if self.ctx.stop.is_set() or not self.run_one(cell):
+                return item[i:]
+            if cell.sweep and self.done.get(cell.name) == "oom":
+                self.oom_at[cell.sweep_key] = min(self.oom_at.get(cell.sweep_key, cell.batch_size), cell.batch_size)
+        return []
+
     def run_all(self, cells: list[Cell], already: int, total: int) -> None:
         self.total = total
         self.counter = already
-        pending = collections.deque(cells)
+        pending = collections.deque(work_items(cells))
         qlock = threading.Lock()
 
         def worker():
@@ -356,33 +405,12 @@ class Scheduler:
                 with qlock:
                     if not pending:
                         return
-                    cell = pending.popleft()
-                if cell.device == "gpu" and self.slots.known and cell.gpus > self.slots.total:
-                    self.fail(cell, "error", f"the cell needs {cell.gpus} GPUs and this host has "
-                                             f"{self.slots.total}")
-                    continue
-                alone = cell.device != "gpu"
-                if self.isolate and not self.gate.enter(alone, self.ctx.stop):
+                    item = pending.popleft()
+                left = self.run_item(item)
+                if left:
                     with qlock:
-                        pending.appendleft(cell)
+                        pending.appendleft(left)
                     return
-                try:
-                    gpu_ids = self.slots.acquire(cell.gpus, self.ctx.stop) if cell.device == "gpu" else []
-                    if gpu_ids is None:
-                        with qlock:
-                            pending.appendleft(cell)
-                        return
-                    cpus = self.cpusets.for_gpus(gpu_ids) if self.isolate and not alone else None
-                    try:
-                        self.run_cell(cell, gpu_ids, cpus)
-                    except Exception as exc:  # never lose a cell
-                        if cell.name not in self.done:
-                            self.fail(cell, "error", f"runner error: {type(exc).__name__}: {exc}")
-                    finally:
-                        self.slots.release(gpu_ids)
-                finally:
-                    if self.isolate:
-                        self.gate.leave(alone)
 
         threads = [threading.Thread(target=worker, name=f"cell-worker-{i}", daemon=True)
                    for i in range(min(self.parallel, max(1, len(cells))))]
@@ -391,3 +419,21 @@ class Scheduler:
         for t in threads:
             while t.is_alive():
                 t.join(timeout=0.5)
+
+
+def work_items(cells: list[Cell]) -> list[list[Cell]]:
+    """What the workers take from the queue: each cell on its own, except the cells of one batch sweep,
+    which are one item, smallest batch first (the first out-of-memory ends it)."""
+    items: list[list[Cell]] = []
+    sweeps: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        if not cell.sweep:
+            items.append([cell])
+            continue
+        if cell.sweep_key not in sweeps:
+            sweeps[cell.sweep_key] = []
+            items.append(sweeps[cell.sweep_key])
+        sweeps[cell.sweep_key].append(cell)
+    for group in sweeps.values():
+        group.sort(key=lambda c: (c.batch_size, c.repeat))
+    return items

@@ -315,3 +315,53 @@ def test_a_cpuset_reaches_the_container_and_its_result(smoke_images, docker_clie
     assert result["status"] == "ok", result["message"]
     assert result["environment"]["cpu_affinity"] == str(second)
     assert result["metrics"]["settings"]["threads"] == 1      # torch sizes its pool to the cpuset
+
+
+SWEEP_MATRIX = """\
+frameworks:
+  pytorch: {versions: ["2.15.0"]}
+toolchains: [cpu]
+workloads:
+  cnn-synthetic:
+    models: [resnet50]
+    precisions: [fp32]
+    sweep: {start: 4, max: 128}
+    iterations: 2
+    warmup: 1
+    # ResNet-50 training fits at batch 4 and 8 in 1.5 GB here, and not at 16
+    memory_gb: 1.5
+profiles:
+  smoke:
+    calibration: {time_budget_s: 0, warmup_budget_s: 0}
+"""
+
+
+def test_a_batch_sweep_reaches_oom_in_a_real_container_and_the_report_says_where(torch_image, tmp_path):
+    from runner.report.tables import batch_limit
+    from runner.report import load_frame
+    matrix = tmp_path / "sweep.yaml"
+    matrix.write_text(SWEEP_MATRIX)
+    root = tmp_path / "results"
+    proc = runner_cli("run", "--matrix", matrix, "--profile", "smoke", "--device", "cpu", "--results-dir", root,
+                      timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out                         # the sweep's oom is its answer, not a failure
+    (run_dir,) = run_dirs(root)
+    results = sorted((load_result(p) for p in run_dir.glob("*.json")), key=lambda r: r["cell"]["batch_size"])
+    statuses = [r["status"] for r in results]
+    assert [r["cell"]["batch_size"] for r in results] == [4, 8, 16, 32, 64, 128]
+    # ok up to some batch, then one oom (the kernel's OOM killer), then not run
+    assert "oom" in statuses and statuses[0] == "ok", statuses
+    k = statuses.index("oom")
+    assert set(statuses[:k]) == {"ok"} and set(statuses[k + 1:]) <= {"unsupported"}
+    assert "OOMKilled" in results[k]["message"]
+    assert all(f"ran out of memory at batch {results[k]['cell']['batch_size']}" in r["message"]
+               for r in results[k + 1:])
+    # ran: each of the ok batches measured its own throughput
+    assert all(r["metrics"]["samples_per_s"] > 0 for r in results[:k])
+
+    table = batch_limit(load_frame([run_dir]))
+    row = next(line for line in table.splitlines() if "ResNet-50" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == str(results[k - 1]["cell"]["batch_size"])      # largest batch that fits
+    assert cells[6] == str(results[k]["cell"]["batch_size"])          # out of memory at

@@ -30,7 +30,8 @@ WORKDIR = Path(tempfile.mkdtemp(prefix="dlbench-fuzz-matrix-"))
 # Names the loader knows, so that mutations reach the deeper checks, not only "unknown key".
 WORDS = sorted({"pytorch", "tensorflow", "keras", "mxnet", "cntk", "jax", "cpu", "gpu", "cuda13.0-cudnn9",
                 "vgg16-step", "lenet-mnist", "cnn-synthetic", "resnet50", "mnist", "fp16", "fp32", "smoke",
-                "full", "auto", "options", "variants", "framework", "batch_sizes", "versions", "extra_pip",
+                "full", "auto", "options", "variants", "framework", "batch_sizes", "versions", "extra_pip", "sweep",
+                "start", "factor", "max",
                 "2.15.0", "../x", "a b", "a\nRUN id", "--index-url=x", "requests", "true", ""})
 scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2 ** 70, max_value=2 ** 70),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),

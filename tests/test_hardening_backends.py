@@ -81,3 +81,36 @@ def test_report_does_not_write_through_a_link_in_out(tmp_path, run_cli):
     proc = run_cli("report", "--results", run, "--out", out)
     assert proc.returncode == 2 and "symbolic links" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert victim.read_text() == "keep me"
+
+
+def test_the_commands_script_stops_a_sweep_at_its_first_oom(tmp_path):
+    """`plan --commands` keeps the runner's sweep rule: smallest batch first, the first out-of-memory (bench's
+    exit 2) ends it, the larger batches are not run and are not failures; a rerun stays stopped."""
+    import dataclasses
+    plan, _ = plan_and_images(only=["pytorch"], workload=["alexnet-fwd"])
+    base = plan.cells[0]
+    cells = [dataclasses.replace(base, batch_size=b, sweep=True) for b in (4, 8, 16, 32)]
+    plan = dataclasses.replace(plan, cells=cells)
+    fake = tmp_path / "fake-python"
+    # exits 2 (bench's out-of-memory) from batch 16 on; notes every batch it is asked to run
+    fake.write_text('#!/bin/sh\nb=$(echo "$*" | sed -n "s/.*--batch-size \\([0-9]*\\).*/\\1/p")\n'
+                    f'echo "$b" >> {tmp_path}/ran\n[ "$b" -lt 16 ]  || exit 2\n')
+    fake.chmod(0o755)
+    script = tmp_path / "cells.sh"
+    script.write_text(shell_script(plan, "sw"))
+    env = {"PATH": os.environ["PATH"], "PYTHON": str(fake), "HOME": str(tmp_path)}
+    proc = subprocess.run(["sh", str(script)], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "ran").read_text().split() == ["4", "8", "16"]
+    assert "b32" in proc.stdout and "not run: its batch sweep ran out of memory" in proc.stdout
+
+    # a rerun after bench wrote the oom result of batch 16: 32 is still not run
+    (tmp_path / "ran").unlink()
+    run_dir = tmp_path / "results" / "sw"
+    (run_dir / f"{cells[0].name}.json").write_text('{"status": "ok"}')
+    (run_dir / f"{cells[1].name}.json").write_text('{"status": "ok"}')
+    (run_dir / f"{cells[2].name}.json").write_text('{\n  "status": "oom"\n}')
+    proc = subprocess.run(["sh", str(script)], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and not (tmp_path / "ran").exists(), proc.stdout + proc.stderr

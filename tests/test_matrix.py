@@ -300,3 +300,67 @@ def test_bench_never_imports_host_side_packages():
             for mod in forbidden:
                 assert not stripped.startswith((f"import {mod}", f"from {mod} ", f"from {mod}.")), \
                     f"{path}: {stripped}"
+
+
+# ---------------------------------------------------------------- batch sweeps
+
+SWEEP = BASE.replace("vgg16-step: {batch_sizes: [16, 32], iterations: 100}",
+                     "vgg16-step: {sweep: {start: 4, max: 40}, iterations: 100}")
+
+
+def _batches(plan, framework="pytorch", workload="vgg16-step"):
+    return [c.batch_size for c in plan.cells if c.framework == framework and c.workload == workload]
+
+
+def test_a_sweep_expands_to_doubling_batches_marked_as_a_sweep(tmp_path):
+    plan = plan_of(tmp_path, SWEEP, profile="full")
+    assert _batches(plan) == [4, 8, 16, 32]
+    assert all(c.sweep for c in plan.cells if c.workload == "vgg16-step")
+    assert not any(c.sweep for c in plan.cells if c.workload == "cnn-synthetic")
+    # the cells of one sweep share everything but the batch
+    assert len({c.sweep_key for c in plan.cells if c.workload == "vgg16-step"}) == 2   # one per framework
+
+
+def test_batch_sizes_auto_sweeps_from_the_workloads_default_batch(tmp_path):
+    from bench.workloads import WORKLOADS
+    text = BASE.replace("vgg16-step: {batch_sizes: [16, 32], iterations: 100}",
+                        "vgg16-step: {batch_sizes: auto, iterations: 100}")
+    batches = _batches(plan_of(tmp_path, text, profile="full"))
+    start = WORKLOADS["vgg16-step"]["defaults"]["batch_size"]
+    assert batches[0] == start and batches[-1] <= 1 << 16
+    assert all(b == a * 2 for a, b in zip(batches, batches[1:]))
+
+
+def test_a_profile_list_replaces_the_matrix_sweep_and_the_other_way_round(tmp_path):
+    # BASE's smoke profile lists vgg16-step batches: the matrix's sweep gives way
+    assert _batches(plan_of(tmp_path, SWEEP, profile="smoke")) == [2]
+    text = BASE.replace("vgg16-step: {batch_sizes: [2], iterations: 2}",
+                        "vgg16-step: {sweep: {start: 1, factor: 4, max: 16}, iterations: 2}")
+    plan = plan_of(tmp_path, text, profile="smoke")
+    assert _batches(plan) == [1, 4, 16] and all(c.sweep for c in plan.cells if c.workload == "vgg16-step")
+
+
+def test_an_include_rule_names_one_batch_of_a_sweep_workload(tmp_path):
+    text = SWEEP + "include:\n  - {framework: pytorch, workload: vgg16-step, batch_size: 12}\n"
+    cells = [c for c in plan_of(tmp_path, text, profile="full").cells
+             if c.workload == "vgg16-step" and c.framework == "pytorch"]
+    extra = [c for c in cells if c.batch_size == 12]
+    assert len(extra) == 1 and not extra[0].sweep
+
+
+@pytest.mark.parametrize("sweep, needles", [
+    ("{batch_sizes: [16], sweep: {start: 4}}", ["not both"]),
+    ("{sweep: {start: 64, max: 32}}", ["sweep.start (64) is larger than sweep.max (32)"]),
+    ("{sweep: {factor: 1}}", ["factor"]),
+    ("{sweep: {start: 4, step: 2}}", ["step"]),
+    ("{batch_sizes: automatic}", ["batch_sizes"]),
+])
+def test_bad_sweeps_are_refused_with_the_key(tmp_path, sweep, needles):
+    from runner.errors import UserError
+    text = BASE.replace("{batch_sizes: [16, 32], iterations: 100}", sweep)
+    with pytest.raises(UserError) as info:
+        plan_of(tmp_path, text, profile="full")
+    message = info.value.message
+    assert "m.yaml" in message and "vgg16-step" in message, message
+    for needle in needles:
+        assert needle in message, message

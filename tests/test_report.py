@@ -390,3 +390,18 @@ def test_option_values_group_and_label_alike_from_bench_and_runner():
     df = build_frame([from_bench, from_runner])
     assert df["options_key"].nunique() == 1
     assert options_label(df["options"].iloc[0]) == "NHWC threads=2 with XLA"
+
+
+def test_throughput_by_batch_is_plotted_for_a_sweep_and_only_then(frame, tmp_path):
+    from runner.report.plots import plot_throughput_by_batch
+    one = latest_cells(frame)
+    one = one[(one["workload"] == "alexnet-fwd") & (one["status"] == "ok") & (one["device"] == "gpu")].head(1)
+    assert len(one) == 1
+    assert plot_throughput_by_batch(one, tmp_path) == []               # one batch: nothing to draw
+    base = int(one["batch"].iloc[0])
+    rows = [one.assign(batch=base * k, samples_per_s=one["samples_per_s"] * (1 + k / 10)) for k in (1, 2, 4)]
+    rows.append(one.assign(batch=base * 8, status="oom", samples_per_s=float("nan")))
+    plots = plot_throughput_by_batch(pd.concat(rows, ignore_index=True), tmp_path)
+    assert len(plots) == 1
+    title, name = plots[0]
+    assert title.startswith("Throughput by batch size, alexnet-fwd") and (tmp_path / name).stat().st_size > 1000

@@ -83,6 +83,8 @@ class FakeBackend:
                 return Execution(exit_code=139, seconds=0.1)
             if what == "timeout":
                 return Execution(timed_out=True, seconds=timeout)
+            if what == "oom":
+                return Execution(exit_code=137, oom_killed=True, seconds=0.1)
             if what == "garbage":
                 return Execution(exit_code=0, result=b"{not json", seconds=0.1)
             obj = error_result(cell_record(cell, ctx.run_id, ctx.plan.profile), "error", "")
@@ -295,3 +297,65 @@ def test_share_cpus_turns_placement_off(fake):
     spans = _placement_run(fake, share_cpus=True)
     assert all(s[3] is None for s in spans)
     assert any(_overlap(a, b) for a in spans for b in spans if a is not b and "cpu" in (a[1], b[1]))
+
+
+# ---------------------------------------------------------------- batch sweeps
+
+def _sweep(plan, batches):
+    import dataclasses
+    base = next(c for c in plan.cells if c.workload == "alexnet-fwd")
+    return [dataclasses.replace(base, batch_size=b, sweep=True) for b in batches]
+
+
+def test_a_sweep_runs_smallest_first_and_stops_at_the_first_oom(fake):
+    import dataclasses
+    plan, rendered, console, root = fake
+    other = next(c for c in plan.cells if c.workload != "alexnet-fwd")
+    cells = _sweep(plan, [64, 8, 16, 32]) + [other]          # out of order on purpose
+    FakeBackend.behaviour = {cells[2].name: "oom"}            # batch 16
+    run_dir, code = run_plan(dataclasses.replace(plan, cells=cells), rendered,
+                             RunOptions(backend="fake", results_dir=root), console)
+    assert code == 0                                          # out of memory is what a sweep is for
+    swept = [n for n in FakeBackend.executed if n != other.name]
+    assert swept == [cells[1].name, cells[2].name]            # 8, then 16; 32 and 64 never ran
+    results = {p.stem: load_result(p) for p in run_dir.glob("*.json")}
+    assert [results[c.name]["status"] for c in cells] == ["unsupported", "ok", "oom", "unsupported", "ok"]
+    assert "ran out of memory at batch 16" in results[cells[3].name]["message"]
+    assert results[cells[2].name]["metrics"]["oom_batch_size"] == 16
+
+
+def test_an_oom_outside_a_sweep_still_fails_the_run(fake):
+    import dataclasses
+    plan, rendered, console, root = fake
+    cells = [dataclasses.replace(c, sweep=False) for c in _sweep(plan, [8, 16])]
+    FakeBackend.behaviour = {cells[0].name: "oom"}
+    _, code = run_plan(dataclasses.replace(plan, cells=cells), rendered,
+                       RunOptions(backend="fake", results_dir=root), console)
+    assert code == 1 and FakeBackend.executed == [c.name for c in cells]
+
+
+def test_resume_keeps_a_sweep_stopped_at_its_oom(fake):
+    import dataclasses
+    plan, rendered, console, root = fake
+    cells = _sweep(plan, [8, 16, 32, 64])
+    FakeBackend.behaviour = {cells[1].name: "oom"}
+    # the first attempt got as far as the oom at 16 (the larger batches were not in it)
+    run_plan(dataclasses.replace(plan, cells=cells[:2]), rendered,
+             RunOptions(backend="fake", results_dir=root, run_id="sw"), console)
+    FakeBackend.behaviour, FakeBackend.executed = {}, []
+    run_dir, code = run_plan(dataclasses.replace(plan, cells=cells), rendered,
+                             RunOptions(backend="fake", results_dir=root, resume="sw"), console)
+    assert code == 0 and FakeBackend.executed == []
+    assert [load_result(run_dir / f"{c.name}.json")["status"] for c in cells] == ["ok", "oom", "unsupported",
+                                                                                   "unsupported"]
+
+
+def test_work_items_group_each_sweep_in_batch_order():
+    import dataclasses
+    from runner.scheduler import work_items
+    plan, _ = plan_and_images(only=["pytorch"], workload=["alexnet-fwd", "vgg16-step"])
+    a = _sweep(plan, [32, 8, 16])
+    b = [dataclasses.replace(c, precision="bf16") for c in _sweep(plan, [4, 2])]   # another sweep
+    single = next(c for c in plan.cells if c.workload == "vgg16-step")
+    items = work_items([a[0], b[0], single, a[1], b[1], a[2]])
+    assert [[c.batch_size for c in item] for item in items] == [[8, 16, 32], [2, 4], [single.batch_size]]

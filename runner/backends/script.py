@@ -39,8 +39,10 @@ def script_header(plan, run_id: str) -> list[str]:
     ]
 
 
-def cell_lines(cell, timeout_s: int) -> list[str]:
-    """The lines that run one cell, skipped when its result exists; a failure counts in $failed."""
+def cell_lines(cell, timeout_s: int, sweep_var: str = "") -> list[str]:
+    """The lines that run one cell, skipped when its result exists; a failure counts in $failed. In a batch
+    sweep (`sweep_var`, the sweep's flag variable), an out-of-memory (bench's exit 2, or SIGKILL: the kernel's
+    OOM killer) sets the flag instead, and once it is set the sweep's larger batches are not run."""
     env = cell_identity_env(cell)   # the run-wide variables are exported once, in the header
     out = f'"$RUN_DIR"/{q(cell.name + ".json")}'
     log = f'"$RUN_DIR"/logs/{q(cell.name + ".log")}'
@@ -48,19 +50,40 @@ def cell_lines(cell, timeout_s: int) -> list[str]:
     args = args.replace("@DATA@", '"$DATA_DIR"').replace("@OUT@", out)
     assign = " ".join(f"{k}={q(v)}" for k, v in env.items())
     limit = f"${{LIMIT:+$LIMIT {int(timeout_s)}}}"
+    run = f'  {assign} {limit} "$PYTHON" -m bench {args} > {log} 2>&1'
+    if not sweep_var:
+        return [
+            f"if [ ! -f {out} ]; then",
+            f"  echo {q('[' + cell.name + ']')}",
+            run + f' || {{ echo "  exit $? (see "{log}")"; failed=$((failed + 1)); }}',
+            "fi",
+        ]
     return [
-        f"if [ ! -f {out} ]; then",
-        f"  echo {q('[' + cell.name + ']')}",
-        f'  {assign} {limit} "$PYTHON" -m bench {args} > {log} 2>&1'
-        f' || {{ echo "  exit $? (see "{log}")"; failed=$((failed + 1)); }}',
+        f'if [ -f {out} ] && grep -q \'"status": *"oom"\' {out}; then {sweep_var}=1',
+        f"elif [ ! -f {out} ]; then",
+        f'  if [ "${sweep_var}" = 1 ]; then',
+        f"    echo {q('[' + cell.name + '] not run: its batch sweep ran out of memory at a smaller batch')}",
+        "  else",
+        f"    echo {q('[' + cell.name + ']')}",
+        "  " + run + "; rc=$?",
+        f'    if [ "$rc" -eq 2 ] || [ "$rc" -eq 137 ]; then {sweep_var}=1; echo "  out of memory: the sweep stops here"',
+        f'    elif [ "$rc" -ne 0 ]; then echo "  exit $rc (see "{log}")"; failed=$((failed + 1)); fi',
+        "  fi",
         "fi",
     ]
 
 
 def shell_script(plan, run_id: str) -> str:
     lines = script_header(plan, run_id) + ["failed=0"]
-    for cell in processes(plan.cells):
-        lines += cell_lines(cell, cell.timeout_s)
+    sweeps: dict = {}
+    for cell in processes(plan.cells):   # a sweep's batches come smallest first
+        sweep_var = ""
+        if cell.sweep:
+            if cell.sweep_key not in sweeps:
+                sweeps[cell.sweep_key] = f"sweep{len(sweeps)}_oom"
+                lines.append(f"{sweeps[cell.sweep_key]}=0")
+            sweep_var = sweeps[cell.sweep_key]
+        lines += cell_lines(cell, cell.timeout_s, sweep_var)
     lines += [
         'echo "done: $failed cell(s) exited non-zero; tables: python -m runner report --results $RUN_DIR"',
         '[ "$failed" -eq 0 ]',

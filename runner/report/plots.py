@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.workloads import WORKLOADS  # noqa: E402
-from runner.report.frame import MODEL_NAMES, options_label, slug  # noqa: E402
+from runner.report.frame import MODEL_NAMES, key_series, options_label, slug  # noqa: E402
 
 _SAVE = {"dpi": 100, "metadata": {"Software": None}}
 
@@ -115,8 +115,46 @@ def plot_cpu_vs_gpu(df: pd.DataFrame, out_dir: Path) -> list:
     return plots
 
 
+def plot_throughput_by_batch(df: pd.DataFrame, out_dir: Path) -> list:
+    """Throughput vs batch size, one plot per machine x workload (model, dataset) x device, a line per framework
+    and precision, for every workload other than cnn-synthetic (drawn above) run at two or more batch sizes
+    (a batch sweep); an out-of-memory batch is marked where the line ends."""
+    d = df[(df["workload"] != "cnn-synthetic") & df["status"].isin(["ok", "oom"])]
+    plots = []
+    keys = ["machine", "workload", "model", "dataset", "device"]
+    if d.empty:
+        return []
+    for key, g in d.groupby(key_series(d, keys), sort=True):
+        ok = g[(g["status"] == "ok") & g["samples_per_s"].notna()]
+        if ok.empty or ok.groupby(_fw(ok) + ok["precision"])["batch"].nunique().max() < 2:
+            continue
+        g = g.assign(fw=_fw(g) + " " + g["precision"])
+        first = g.iloc[0]
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+        for fw, fg in g.groupby("fw", sort=True):
+            good = fg[(fg["status"] == "ok") & fg["samples_per_s"].notna()].sort_values("batch")
+            line = ax.errorbar(good["batch"], good["samples_per_s"], yerr=_rate_err(good), marker="o", capsize=3,
+                               label=fw)
+            oom = fg[fg["status"] == "oom"]
+            if not oom.empty and not good.empty:
+                ax.plot([oom["batch"].min()], [good["samples_per_s"].iloc[-1]], marker="x", markersize=10,
+                        linestyle="none", color=line[0].get_color())
+        what = " ".join(str(x) for x in (first["workload"], first["model"], first["dataset"]) if isinstance(x, str))
+        where = f"{first['machine']}, {str(first['device']).upper()}"
+        ax.set_title(f"{what}, {where}" + ("\n(x: out of memory)" if (g["status"] == "oom").any() else ""))
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("samples/s")
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=7)
+        name = f"throughput-by-batch-{slug(key)}.png"
+        _save(fig, out_dir / name)
+        plots.append((f"Throughput by batch size, {what}, {where}", name))
+    return plots
+
+
 def make_plots(df: pd.DataFrame, out_dir) -> list:
     """Draws every plot that has data; [(title, file name relative to out_dir)]."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return plot_cnn_synthetic(df, out_dir) + plot_train_time(df, out_dir) + plot_cpu_vs_gpu(df, out_dir)
+    return plot_cnn_synthetic(df, out_dir) + plot_train_time(df, out_dir) + plot_cpu_vs_gpu(df, out_dir) + \
+        plot_throughput_by_batch(df, out_dir)

@@ -14,7 +14,7 @@ import pandas as pd
 from bench.workloads import WORKLOADS
 from runner.report.frame import (
     _key_text, DATASET_NAMES, MISSING, MODEL_NAMES, sec_digits, _isnum, fmt_bytes_gib, fmt_fixed, fmt_pct, fmt_sec_batch, md_escape, md_table,
-    options_label, row_labels, short, slug, source_line, status_text,
+    key_series, options_label, row_labels, short, slug, source_line, status_text,
 )
 
 FILLER = "—"  # a value column of a failed cell, or a combination that was not run
@@ -477,6 +477,54 @@ def efficiency_table(g: pd.DataFrame) -> str:
     return source_line(ok) + " Efficiency of the cells above:\n\n" + md_table(headers, rows, align=align)
 
 
+SWEEP_KEY = ["framework_label", "options_key", "toolchain", "workload", "model", "dataset", "synthetic",
+             "device", "gpus", "precision"]
+
+
+def _workload_text(r) -> str:
+    model = MODEL_NAMES.get(r["model"], r["model"]) if isinstance(r["model"], str) else ""
+    dataset = DATASET_NAMES.get(r["dataset"], r["dataset"]) if isinstance(r["dataset"], str) else ""
+    return " ".join(x for x in (r["workload"], model, dataset) if x)
+
+
+def batch_limit(df: pd.DataFrame) -> str:
+    """"Largest batch that fits": every framework x workload x device x precision run at more than one batch
+    size (a batch sweep, or a list) or that ran out of memory: the largest batch that ran ok, its throughput,
+    and the smallest batch that ran out of memory ("none" up to the largest tried)."""
+    blocks = []
+    for _, g in _per_machine(df[df["status"].isin(["ok", "oom"])]):
+        rows = []
+        for _, grp in g.groupby(key_series(g, SWEEP_KEY), sort=False):
+            oom = grp[grp["status"] == "oom"]
+            if grp["batch"].nunique() < 2 and oom.empty:
+                continue
+            ok = grp[grp["status"] == "ok"].sort_values("batch")
+            first = grp.iloc[0]
+            label = row_labels(grp.head(1)).iloc[0]
+            device = "CPU" if first["device"] == "cpu" else f"{int(first['gpus'])} GPU" + \
+                ("s" if first["gpus"] != 1 else "")
+            if ok.empty:
+                fits, rate = "none", FILLER
+            else:
+                top = ok.iloc[-1]
+                fits = str(int(top["batch"]))
+                rate = rate_text(top) if _isnum(top["samples_per_s"]) else FILLER
+            tried = sorted(int(b) for b in grp["batch"].dropna().unique())
+            oom_at = f"{int(oom['batch'].min())}" if not oom.empty else f"none up to {tried[-1]}"
+            rows.append([label, _workload_text(first), device, first["precision"], fits, rate, oom_at,
+                         ", ".join(map(str, tried))])
+        if rows:
+            rows.sort(key=lambda r: (r[1], r[2], r[3], r[0]))
+            table = md_table(["Framework", "Workload", "Device", "Precision", "Largest batch that fits",
+                              "Samples/s at it", "Out of memory at", "Batches run"], rows,
+                             align=["left"] * 4 + ["right"] * 4)
+            blocks.append(source_line(g) + "\n\n" + table + "\n\nA batch sweep (`sweep:` or `batch_sizes: auto` "
+                          "in matrix.yaml) runs its batches smallest first and stops at the first out-of-memory; "
+                          "the batches past it are not run. Samples/s: median ± the half-width of its 95 % "
+                          "interval.")
+    return _join(blocks)
+
+
 def failures(df: pd.DataFrame) -> str:
     bad = df[df["status"] != "ok"]
     if bad.empty:
@@ -543,6 +591,7 @@ SECTIONS = OrderedDict((s.name, s) for s in [
     Section("vgg16-step", "VGG16: forward + backward + update", lambda df, x: vgg16_step(df)),
     Section("cnn-synthetic", "CNN training throughput on synthetic data (tf_cnn_benchmarks style)",
             lambda df, x: cnn_synthetic(df)),
+    Section("batch-limit", "Largest batch that fits", lambda df, x: batch_limit(df)),
     Section("alexnet", "AlexNet forward and forward-backward", lambda df, x: alexnet(df)),
     Section("lenet-mnist", "LeNet on MNIST", lambda df, x: lenet_mnist(df)),
     Section("cifar10-tutorial", "CIFAR-10 tutorial model on 1 and 2 GPUs", lambda df, x: cifar10_tutorial(df)),
