@@ -354,7 +354,7 @@ def cmd_run(args, with_report: bool = False) -> int:
     if with_report and run_dir is not None and code != 130:
         from runner.report import run_report
         report_args = argparse.Namespace(results=[run_dir], readme=args.readme, out=ROOT / "reports",
-                                         baseline=None, min_effect=5.0, results_root=args.results_dir)
+                                         baseline=None, min_effect=None, results_root=args.results_dir)
         report_code = run_report(report_args)
         code = max(code, report_code)
     return code

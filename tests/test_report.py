@@ -281,7 +281,8 @@ def _args(**kw):
 def test_arguments_and_defaults():
     a = _args()
     assert a.results is None and a.readme is None and a.out == "reports" and a.baseline is None
-    assert a.min_effect == 5.0
+    assert a.min_effect is None                  # the runs' own noise floor
+    assert _args(min_effect=7.5).min_effect == 7.5
 
 
 def test_run_report_end_to_end(tmp_path, capsys, monkeypatch):

@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from runner.report import (
@@ -257,3 +258,45 @@ def test_latest_means_latest_finished_not_the_name_that_sorts_last():
     assert run_order(frame) == {"cpu-idle-1006": 0, "20261122-000000-aaaa": 1}
     (row,) = [r for _, r in latest_cells(frame).iterrows()]
     assert row["run_id"] == "20261122-000000-aaaa"
+
+
+def _pairs(changes, rel_half=0.02):
+    """A baseline and a current frame of len(changes) alexnet-like cells, the current one slower by `change`."""
+    cur_rows, base_rows = [], []
+    for i, change in enumerate(changes):
+        for rows, step in ((base_rows, 0.1), (cur_rows, 0.1 * (1 + change))):
+            rows.append(dict(machine="m", framework="pytorch", version="2.15.0", toolchain="cpu", python="3.11",
+                             workload="alexnet-fwd", model=None, dataset=None, synthetic=False, batch=8 + i,
+                             precision="fp32", device="cpu", gpus=0, options_key="{}", iterations=None,
+                             epochs=None, warmup=None, status="ok", run_id="b" if rows is base_rows else "c",
+                             cell_id=f"c{i}", samples_per_s=8 / step, rate_low=8 / step / (1 + rel_half),
+                             rate_high=8 / step / (1 - rel_half), head_low_s=step * (1 - rel_half),
+                             head_high_s=step * (1 + rel_half), step_median_s=step, step_jitter_s=0.0,
+                             train_time_s=None, total_time_s=None, options={}, framework_label="PyTorch 2.15.0"))
+    return pd.DataFrame(cur_rows), pd.DataFrame(base_rows)
+
+
+def test_the_default_minimum_effect_is_the_runs_own_noise_floor():
+    from runner.report.compare import noise_floor
+    # twelve cells moved by process noise (±8 %), one really 40 % slower
+    noise = [0.08, -0.07, 0.05, -0.08, 0.02, -0.03, 0.09, -0.06, 0.07, -0.05, 0.01, -0.02]
+    cur, base = _pairs(noise + [0.40])
+    cmp = compare_runs(cur, base)
+    floor = cmp.attrs["min_effect"]
+    assert floor == pytest.approx(noise_floor(cmp["change"]))
+    assert 0.08 < floor < 0.25 and "noise floor of these two runs" in cmp.attrs["min_effect_how"]
+    verdicts = dict(zip(cmp["cell_id"], cmp["verdict"]))
+    assert verdicts.pop("c12") == "regression"
+    assert set(verdicts.values()) == {"no change"}             # the ±8 % of noise is not a finding
+    # with the old fixed 5 % the noise would be reported as regressions and improvements
+    fixed = compare_runs(cur, base, 0.05)
+    assert (fixed["verdict"] == "regression").sum() > 1
+    assert "as given with --min-effect" in comparison_section(fixed, "b")
+    assert f"{floor * 100:.3g} %" in comparison_section(cmp, "b")
+
+
+def test_too_few_cells_for_a_floor_fall_back_to_5_percent():
+    cur, base = _pairs([0.06, -0.01, 0.0])
+    cmp = compare_runs(cur, base)
+    assert cmp.attrs["min_effect"] == 0.05 and "fewer than 8 cells" in cmp.attrs["min_effect_how"]
+    assert compare_runs(cur.iloc[0:0], base).attrs["min_effect"] == 0.05

@@ -42,7 +42,7 @@ __all__ = [
     "make_report", "render_all", "DEFAULT_MIN_EFFECT_PCT", "SMOKE_PROFILE",
 ]
 
-DEFAULT_MIN_EFFECT_PCT = 5.0
+DEFAULT_MIN_EFFECT_PCT = None   # None: the noise floor measured from the two runs compared (report/compare.py)
 SMOKE_PROFILE = "smoke"
 
 
@@ -194,7 +194,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="compare against this run (a run id under the same results root, or a run directory)")
     parser.add_argument("--min-effect", metavar="PCT", type=float, default=DEFAULT_MIN_EFFECT_PCT,
                         help="smallest change (in %%) reported as a regression or improvement, and only when "
-                             "the two results' 95 %% confidence intervals separate (default: %(default)s)")
+                             "the two results' 95 %% confidence intervals separate (default: the noise floor "
+                             "measured from the two runs, 1.96 x the robust sd of the time change over the cells "
+                             "compared; 5 when fewer than 8 cells are compared)")
     return parser
 
 
@@ -210,7 +212,7 @@ def make_report(results: Optional[Sequence], out_dir, readme=None, baseline=None
     """Everything `report` does, for code and tests; raises ReportError. Returns what it wrote."""
     from runner.report.plots import make_plots
 
-    if min_effect_pct is None or not (min_effect_pct >= 0) or math.isinf(min_effect_pct):
+    if min_effect_pct is not None and (not (min_effect_pct >= 0) or math.isinf(min_effect_pct)):
         raise ReportError(f"--min-effect must be a percentage >= 0, not {min_effect_pct!r}.")
     if readme:  # refuse a README without usable markers before doing any work
         check_readme(readme)
@@ -238,18 +240,19 @@ def make_report(results: Optional[Sequence], out_dir, readme=None, baseline=None
         # the CSV, tables and plots are written by name: a planted link would be written through
         raise ReportError(f"--out {out_dir}: it holds symbolic links ({', '.join(links[:5])}); dlbench never writes "
                           f"through links. Remove them or choose another --out.")
-    min_effect = min_effect_pct / 100.0
+    min_effect = min_effect_pct / 100.0 if min_effect_pct is not None else None
 
     comparison = ""
     csv_frame = frame
     if base_dir is not None:
         current = latest_cells(given_frame) if not given_frame.empty else df
         cmp = compare_runs(current, load_frame([base_dir]), min_effect)
-        comparison = comparison_section(cmp, base_dir.name, min_effect)
+        comparison = comparison_section(cmp, base_dir.name)
         extra = ["baseline_run", "metric", "baseline_value", "speedup", "change", "noise", "test", "verdict"]
         csv_frame = frame.merge(cmp[["run_id", "cell_id"] + extra], on=["run_id", "cell_id"], how="left")
         regressions = int((cmp["verdict"] == "regression").sum())
-        log(f"report: compared {len(cmp)} cell(s) with baseline {base_dir.name}: {regressions} regression(s)")
+        log(f"report: compared {len(cmp)} cell(s) with baseline {base_dir.name}: {regressions} regression(s) "
+            f"(minimum effect {cmp.attrs['min_effect'] * 100:.3g} %: {cmp.attrs['min_effect_how']})")
 
     csv_path = write_csv(csv_frame, out_dir / "results.csv")
     plots = make_plots(df, out_dir)
