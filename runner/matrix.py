@@ -632,11 +632,12 @@ def _check_ids_unique(cells: list[Cell], path) -> None:
 
 def processes(cells: list[Cell]) -> list[Cell]:
     """What the run stage runs: each cell once, or, with `repeats: N`, N times (repeat 1..N), each in a fresh
-    process and with a result file of its own."""
-    out = []
-    for c in cells:
-        out.extend([c] if c.repeats <= 1 else [dataclasses.replace(c, repeat=k) for k in range(1, c.repeats + 1)])
-    return out
+    process and with a result file of its own. Round-robin: every cell's first process, then every cell's
+    second, ... so a cell's processes are spread over the run and the interval over them sees the host's
+    drift (a shared host is faster or slower for minutes at a time), not only process-to-process noise."""
+    rounds = max((c.repeats for c in cells), default=1)
+    return [c if c.repeats <= 1 else dataclasses.replace(c, repeat=k)
+            for k in range(1, rounds + 1) for c in cells if k <= max(c.repeats, 1)]
 
 
 def _rule_values(c: Cell) -> dict:

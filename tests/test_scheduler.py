@@ -237,14 +237,15 @@ def test_repeats_run_each_cell_in_that_many_processes_and_resume_only_the_missin
     cells = [dataclasses.replace(c, repeats=3) for c in plan.cells[:2]]
     plan3 = dataclasses.replace(plan, cells=cells)
     tasks = processes(cells)
-    assert [t.name for t in tasks[:3]] == [f"{cells[0].id}.r{k}" for k in (1, 2, 3)]
+    # round-robin: each cell's first process, then each cell's second, ...
+    assert [t.name for t in tasks] == [f"{c.id}.r{k}" for k in (1, 2, 3) for c in cells]
     victim = tasks[4]
     FakeBackend.behaviour = {victim.name: "interrupt"}
     run_dir, code = run_plan(plan3, rendered, RunOptions(backend="fake", results_dir=root, run_id="rep"), console)
     assert code == 130
     results = {p.stem: load_result(p) for p in run_dir.glob("*.json")}
     assert set(results) == {t.name for t in tasks}
-    assert [results[t.name]["cell"]["repeat"] for t in tasks[:3]] == [1, 2, 3]
+    assert [results[t.name]["cell"]["repeat"] for t in tasks[::2]] == [1, 2, 3]
     assert all(results[t.name]["cell"]["id"] == t.id for t in tasks)
 
     FakeBackend.behaviour, FakeBackend.executed = {}, []

@@ -15,6 +15,7 @@ from typing import ClassVar
 from runner.backends.local import LocalBackend
 from runner.contract import bench_args, cell_identity_env
 from runner.matrix import processes
+from runner.scheduler import work_items
 
 q = shlex.quote
 
@@ -76,7 +77,8 @@ def cell_lines(cell, timeout_s: int, sweep_var: str = "") -> list[str]:
 def shell_script(plan, run_id: str) -> str:
     lines = script_header(plan, run_id) + ["failed=0"]
     sweeps: dict = {}
-    for cell in processes(plan.cells):   # a sweep's batches come smallest first
+    # a sweep's processes in batch order (the first out-of-memory ends it), the rest round-robin
+    for cell in [c for item in work_items(processes(plan.cells)) for c in item]:
         sweep_var = ""
         if cell.sweep:
             if cell.sweep_key not in sweeps:
