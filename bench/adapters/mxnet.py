@@ -184,7 +184,9 @@ def _build_net_class(mx):
                 if op == "input":
                     out = x
                 elif op == "relu":
-                    out = F.relu(values[inputs[0]])
+                    # Activation, not F.relu: on CPU only Activation runs in MKL-DNN; relu forces every
+                    # activation out of MKL-DNN's blocked layout and back (ResNet-50 training 6-8 % slower)
+                    out = F.Activation(values[inputs[0]], act_type="relu")
                 elif op == "add":
                     if len(inputs) == 2:
                         out = F.elemwise_add(values[inputs[0]], values[inputs[1]])
