@@ -535,6 +535,12 @@ def expand(matrix: MatrixFile, *, path: Path, lines: dict, profile: str, device:
     seen: set = set()
     limit = max_cells()
     merged = {name: _merge(spec, prof.workloads.get(name), prof) for name, spec in selected_workloads.items()}
+    for name, wl in merged.items():
+        default_batch = WORKLOADS[name]["defaults"]["batch_size"]
+        if wl.swept() is not None and not wl.batch_list(default_batch):
+            raise UserError(f"{path}: `workloads.{name}` sweeps from batch {default_batch} (the workload's default "
+                            f"start) but its `max` is {wl.swept().max}, so the sweep has no batch size. Give the "
+                            f"sweep a `start` at or below `max`, or a larger `max`.")
     count = sum(_count_cells(name, wl, images, frameworks, device) for name, wl in merged.items())
     if count > limit:
         raise _too_many(path, count, limit)

@@ -354,6 +354,7 @@ def test_an_include_rule_names_one_batch_of_a_sweep_workload(tmp_path):
     ("{sweep: {factor: 1}}", ["factor"]),
     ("{sweep: {start: 4, step: 2}}", ["step"]),
     ("{batch_sizes: automatic}", ["batch_sizes"]),
+    ("{sweep: {max: 8}}", ["default start", "has no batch size"]),
 ])
 def test_bad_sweeps_are_refused_with_the_key(tmp_path, sweep, needles):
     from runner.errors import UserError
