@@ -34,7 +34,7 @@ def test_static_metadata_without_jax():
     cls = adapter_class(FRAMEWORK)
     assert (cls.name, cls.display, cls.framework_module) == ("jax", "JAX", "jax")
     assert cls.unsupported == {}
-    assert set(cls.precisions) == {"fp32", "bf16", "fp16"}
+    assert set(cls.precisions) == {"fp32", "bf16", "fp16", "amp"}
 
 
 @pytest.mark.docker

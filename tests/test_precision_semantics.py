@@ -36,8 +36,6 @@ def test_adapters_implement_or_refuse_each_precision_never_both(framework):
 REFUSALS = {
     ("tensorflow", "fp16"): "run it as precision amp",
     ("keras", "fp16"): "run it as precision amp",
-    ("mxnet", "amp"): "mxnet.contrib.amp",
-    ("jax", "amp"): "optax ships no loss scaler",
 }
 
 

@@ -43,6 +43,14 @@ PRECISION_METHODS = {
 }
 
 
+def loss_scaler_text(scaler, initial_scale):
+    """How a dynamic loss scaler is named in settings: 'keras LossScaleOptimizer (dynamic, initial 2^15)'."""
+    import math
+    exponent = math.log(initial_scale, 2)
+    initial = ("2^%d" % round(exponent)) if abs(exponent - round(exponent)) < 1e-9 else ("%g" % initial_scale)
+    return "%s (dynamic, initial %s)" % (scaler, initial)
+
+
 class Unsupported(Exception):
     """The framework cannot run this combination; the message says exactly why."""
 
@@ -91,6 +99,19 @@ class Adapter(object):
         value = self.options.get(key)
         return default if value is None else int(value)
 
+    def option_positive_float(self, key, default):
+        """A finite number > 0 from the options (e.g. a loss scale), else Unsupported naming the key."""
+        value = self.options.get(key)
+        if value is None:
+            return float(default)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not (number > 0 and number != float("inf")):
+            raise Unsupported("option %s must be a finite number above 0, got %r" % (key, value))
+        return number
+
     @classmethod
     def unsupported_reason(cls, workload):
         """Static: the reason this adapter cannot run `workload`, or None."""
@@ -125,9 +146,16 @@ class Adapter(object):
           loss_scaler       the framework's own loss scaler in use, or None
           tf32              whether fp32 matmuls/convolutions may run as TF32 (GPU), else None
           threads           intra-op CPU threads, where the framework says
+          loss_scale_final  the dynamic loss scale the framework's scaler ended the cell with (amp), else
+                            None: below the initial scale when it met non-finite gradients
         Adapters add framework-specific keys (e.g. cudnn_benchmark)."""
         return {"layout": None, "graph": None, "precision_method": PRECISION_METHODS[self.precision],
-                "loss_scaler": None, "tf32": None, "threads": None}
+                "loss_scaler": None, "tf32": None, "threads": None,
+                "loss_scale_final": self.current_loss_scale()}
+
+    def current_loss_scale(self):
+        """The current scale of the framework's own dynamic loss scaler (amp training), else None."""
+        return None
 
     # --- models -------------------------------------------------------------
     def build(self, spec, training=True):

@@ -21,8 +21,14 @@ Precisions (bench.adapters.base.PRECISION_METHODS): fp32; bf16 (params fp32,
 computation bf16, BN statistics and the loss fp32) on CPU and GPU; fp16 = pure
 half on GPU only (params cast to float16 after init, computation float16, the
 loss fp32; no loss scaling unless --option loss_scale=N asks for a static
-one).  amp (fp32 master weights + float16 compute + a dynamic loss scaler) is
-not wired in yet: optax ships no loss scaler, and it is reported unsupported.
+one); amp = fp32 master weights, float16 computation (as bf16, in float16) and
+dynamic loss scaling with jmp.DynamicLossScale, the JAX ecosystem's shipped
+scaler (DeepMind's jmp, built for optax training loops; optax itself has
+none), in the recipe of jmp's README: scale the loss, unscale the gradients,
+jmp.all_finite, adjust the scale (halve on overflow, double after 2000 finite
+steps), and keep the old params/optimizer state on a non-finite step
+(jmp.select_tree) -- all inside the one jitted step.  GPU only; `cpu_amp=1`
+(testing aid) runs it on the CPU, whose float16 math XLA emulates.
 
 GPUs: gpus=2 (or more) is data parallel with jax.sharding: a 1-D device mesh,
 the batch sharded over it, parameters replicated; jit's SPMD partitioner
@@ -34,12 +40,15 @@ started (None on CPU, whose devices report no memory stats).
 
 Options (--option KEY=VALUE):
   loss_scale=N   static loss scale for fp16 (default 1)
+  initial_loss_scale=N  amp: the dynamic scale's initial value (default 2**15)
+  cpu_amp=1      testing aid: precision amp on the CPU
 """
 
 import os
 
 from bench.adapters.base import Adapter as BaseAdapter
 from bench.adapters.base import Unsupported
+from bench.adapters.base import loss_scaler_text
 
 
 def is_oom_error(type_name, message):
@@ -187,14 +196,15 @@ class Adapter(BaseAdapter):
     display = "JAX"
     framework_module = "jax"
     unsupported = {}
-    precisions = ("fp32", "bf16", "fp16")
-    precision_reasons = {"amp": "precision amp (fp32 master weights, float16 compute, dynamic loss "
-                                "scaling) is not wired into the JAX adapter yet: optax ships no loss "
-                                "scaler; fp16 (pure half) and bf16 run"}
+    precisions = ("fp32", "bf16", "fp16", "amp")
     max_gpus = 16
 
     def __init__(self, device="cpu", gpus=0, precision="fp32", options=None):
         super(Adapter, self).__init__(device, gpus, precision, options)
+        cpu_float16 = precision == "fp16" or (precision == "amp" and not self.option_bool("cpu_amp"))
+        if device != "gpu" and cpu_float16:
+            raise Unsupported("%s on CPU: XLA's CPU backend emulates float16 convolutions "
+                              "and matmuls through fp32 (no native fp16 math); use bf16" % precision)
         import jax
         import jax.numpy as jnp
         import flax.linen as nn
@@ -213,14 +223,21 @@ class Adapter(BaseAdapter):
         else:
             if self.gpus > 1:
                 raise Unsupported("data parallel over %d GPUs needs device gpu" % self.gpus)
-            if precision == "fp16":
-                raise Unsupported("fp16 on CPU: XLA's CPU backend emulates float16 convolutions "
-                                  "and matmuls through fp32 (no native fp16 math); use bf16")
             self.devs = [jax.devices("cpu")[0]]
         self.compute_dtype = {"fp32": None, "bf16": jnp.bfloat16,
-                              "fp16": jnp.float16}[precision]
+                              "fp16": jnp.float16, "amp": jnp.float16}[precision]
         self.input_dtype = self.compute_dtype or jnp.float32
         self.loss_scale = float(self.options.get("loss_scale", 1.0))
+        self.jmp = None
+        self.initial_loss_scale = self.option_positive_float("initial_loss_scale", 2.0 ** 15)
+        if precision == "amp":
+            try:
+                import jmp
+            except ImportError:
+                raise Unsupported("precision amp needs jmp (DeepMind's JAX mixed-precision library, "
+                                  "its dynamic loss scaler) in the image: pip install jmp")
+            self.jmp = jmp
+        self._loss_scale_state = None
         self.mesh = None
         if len(self.devs) > 1:
             from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -280,13 +297,21 @@ class Adapter(BaseAdapter):
         out.update({
             "layout": "NHWC",
             "graph": "jax.jit, train state donated (donate_argnums)",
-            "loss_scaler": ("static x%g" % self.loss_scale) if self.loss_scale != 1.0 else None,
+            "loss_scaler": (loss_scaler_text("jmp.DynamicLossScale", self.initial_loss_scale)
+                            if self.precision == "amp" else
+                            ("static x%g" % self.loss_scale) if self.loss_scale != 1.0 else None),
             "tf32": (self.peak_precision() == "tf32") if self.device == "gpu" and self.precision == "fp32"
             else None,
             "data_parallel": "jax.sharding mesh over %d devices" % len(self.devs) if self.mesh is not None
             else None,
         })
         return out
+
+    def current_loss_scale(self):
+        if self._loss_scale_state is None:
+            return None
+        import numpy as np
+        return float(np.asarray(self.jax.device_get(self._loss_scale_state[0].loss_scale)))
 
     def seed(self, n):
         import numpy as np
@@ -348,6 +373,7 @@ class Adapter(BaseAdapter):
         else:
             raise Unsupported("optimizer %r not implemented" % name)
         loss_scale = self.loss_scale
+        jmp = self.jmp if tx is not None else None  # no update, nothing to protect (as GradScaler)
         has_bn = "batch_stats" in model.variables
 
         def loss_fn(params, batch_stats, x, y, rng):
@@ -369,31 +395,53 @@ class Adapter(BaseAdapter):
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
+        def dynamic_loss_fn(params, batch_stats, x, y, rng, scaler):
+            _, aux = loss_fn(params, batch_stats, x, y, rng)
+            return scaler.scale(aux[0]), aux
+
+        dynamic_grad_fn = jax.value_and_grad(dynamic_loss_fn, has_aux=True)
+
         def train_step(state, x, y):
-            params, batch_stats, opt_state, rng = state
+            params, batch_stats, opt_state, rng, scaler = state
             rng, sub = jax.random.split(rng)
+            if jmp is not None:
+                (_, (loss, new_stats)), grads = dynamic_grad_fn(params, batch_stats, x, y, sub, scaler)
+                grads = scaler.unscale(grads)
+                finite = jmp.all_finite(grads)
+                scaler = scaler.adjust(finite)
+                updates, new_opt_state = tx.update(grads, opt_state, params)
+                new_params = optax.apply_updates(params, updates)
+                # a step with non-finite gradients changes nothing but the scale
+                params, opt_state = jmp.select_tree(finite, (new_params, new_opt_state),
+                                                    (params, opt_state))
+                return (params, new_stats, opt_state, rng, scaler), loss
             (_, (loss, new_stats)), grads = grad_fn(params, batch_stats, x, y, sub)
             if loss_scale != 1.0:
                 grads = jax.tree_util.tree_map(lambda g: g / loss_scale, grads)
             if tx is None:
                 # no update; the gradients are returned so XLA cannot drop them
-                return (params, new_stats, grads, rng), loss
+                return (params, new_stats, grads, rng, scaler), loss
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
-            return (params, new_stats, opt_state, rng), loss
+            return (params, new_stats, opt_state, rng, scaler), loss
 
         jitted = jax.jit(train_step, donate_argnums=(0,))
         params = model.variables["params"]
         opt_state = tx.init(params) if tx is not None else \
             jax.tree_util.tree_map(jnp.zeros_like, params)
         # commit every part of the state where its outputs will live (see build): one compile
+        scaler = jmp.DynamicLossScale(jnp.asarray(self.initial_loss_scale, jnp.float32)) \
+            if jmp is not None else None
         state = list(jax.device_put((params, model.variables.get("batch_stats", {}), opt_state,
-                                     model.rng), self._placement()))
+                                     model.rng, scaler), self._placement()))
         adapter = self
+        self._loss_scale_state = state[4:] if jmp is not None else None
 
         def step(x, y):
             new_state, loss = jitted(tuple(state), x, y)
             state[:] = list(new_state)
+            if jmp is not None:
+                adapter._loss_scale_state = state[4:]
             model.variables["params"] = new_state[0]
             if has_bn:
                 model.variables["batch_stats"] = new_state[1]

@@ -12,11 +12,15 @@ Options (--option KEY=VALUE):
   xla=auto|1|0           compile(jit_compile=...); default auto = Keras' own
                          choice (TensorFlow backend: XLA on GPU when every layer
                          supports it, never on CPU; JAX: always; torch: never).
+  initial_loss_scale=N   amp: the LossScaleOptimizer's initial scale (2**15).
+  cpu_amp=1              testing aid: precision amp on CPU (slow float16 kernels).
 
 Precision (bench.adapters.base.PRECISION_METHODS): Keras dtype policies via
 keras.mixed_precision.set_global_policy: bf16 = mixed_bfloat16; amp =
-mixed_float16 (compile wraps the optimizer in Keras' LossScaleOptimizer), GPU
-only.  fp16 (pure half) is unsupported: Keras trains float16 as the mixed
+mixed_float16 with Keras' LossScaleOptimizer around the SGD optimizer (what
+compile does by itself under that policy; written out so the initial scale is
+an option and the scale can be read back), GPU only (`cpu_amp=1`: a testing
+aid that allows it on CPU).  fp16 (pure half) is unsupported: Keras trains float16 as the mixed
 policy, i.e. amp.  The logits are cast
 to float32 (a float32 linear activation) as the mixed-precision guide says.
 
@@ -36,6 +40,7 @@ import numpy as np
 from bench import specs
 from bench.adapters.base import Adapter as BaseAdapter
 from bench.adapters.base import Unsupported
+from bench.adapters.base import loss_scaler_text
 from bench.adapters.tensorflow import gru_layer_can_use_cudnn
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -263,8 +268,10 @@ class Adapter(BaseAdapter):
         self.layout = fmt
         xla = str(self.options.get("xla", "auto")).lower()
         self.jit = "auto" if xla == "auto" else xla in ("1", "true", "yes", "on")
+        self.initial_loss_scale = self.option_positive_float("initial_loss_scale", 2.0 ** 15)
+        self.optimizer = None
         if device != "gpu":
-            if precision == "amp":
+            if precision == "amp" and not self.option_bool("cpu_amp"):
                 raise Unsupported("precision amp (mixed_float16) needs a GPU (no fast float16 CPU "
                                   "kernels; use bf16, mixed_bfloat16, on CPU)")
             if fmt == "NCHW" and backend == "tensorflow":
@@ -409,13 +416,18 @@ class Adapter(BaseAdapter):
             "graph": "model.compile + train_on_batch, " + jit,
             "backend": "%s %s" % (self.backend, self._backend_version()),
             "policy": _POLICY[self.precision],
-            "loss_scaler": "keras LossScaleOptimizer" if self.precision == "amp" else None,
+            "loss_scaler": loss_scaler_text("keras LossScaleOptimizer", self.initial_loss_scale)
+            if self.precision == "amp" else None,
         })
         if self.tf is not None and not self.gpu_names:
             out["threads"] = self.tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
         if self.tf is not None and self.gpu_names:
             out["tf32"] = bool(self.tf.config.experimental.tensor_float_32_execution_enabled())
         return out
+
+    def current_loss_scale(self):
+        scale = getattr(self.optimizer, "dynamic_scale", None)  # built on the first train step
+        return float(np.asarray(self.keras.ops.convert_to_numpy(scale))) if scale is not None else None
 
     def seed(self, n):
         np.random.seed(n)
@@ -474,8 +486,12 @@ class Adapter(BaseAdapter):
             raise Unsupported("optimizer %r not implemented" % name)
         lr = float(optimizer_cfg.get("lr", 0.01)) if name == "sgd" else 0.0
         momentum = float(optimizer_cfg.get("momentum", 0.0)) if name == "sgd" else 0.0
+        optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
+        if self.precision == "amp":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=self.initial_loss_scale)
+        self.optimizer = optimizer
         with self._device_scope():
-            model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=momentum),
+            model.compile(optimizer=optimizer,
                           loss=self._loss(optimizer_cfg.get("loss", "xent")),
                           jit_compile=self.jit)
         def step(x, y):

@@ -21,6 +21,8 @@ Options (--option KEY=VALUE):
                 backend fails on that hybridized graph ("could not construct a
                 sub-memory"); an explicit hybridize=1 still forces it.
   api=gluon     the only API implemented (see above).
+  initial_loss_scale=N  amp: the LossScaler's initial scale (AMP's default 2**16).
+  cpu_amp=1     testing aid: precision amp on CPU (see Precisions).
 
 MXNet's engine is asynchronous on CPU as well as on GPU: `synchronize()` calls
 mx.nd.waitall() on every device, so every clock read that follows it includes
@@ -29,9 +31,14 @@ the queued work.
 Precisions (bench.adapters.base.PRECISION_METHODS): fp32; fp16 = pure half on
 GPU (net.cast('float16'), float16 weights updated in float16 without master
 copies or loss scaling; BatchNorm parameters stay fp32 as Gluon and cuDNN
-keep them; the loss is computed in fp32).  fp16 on CPU and bf16 are
-unsupported; amp (MXNet's mxnet.contrib.amp with its dynamic loss scaler) is
-not wired in yet and is reported unsupported with that reason.
+keep them; the loss is computed in fp32).  amp = MXNet's AMP
+(mxnet.contrib.amp, its performance guide's recipe): amp.init() before the
+net is built (fp32 weights, float16 compute where AMP's op lists allow),
+amp.init_trainer(trainer) and amp.scale_loss (its dynamic LossScaler: skips a
+step with non-finite gradients and halves the scale, doubles it after 2000
+good steps), GPU only.  `cpu_amp=1` (testing aid) runs the same AMP code on
+the CPU with bfloat16, AMP's CPU dtype: MXNet has no float16 CPU GEMM.
+fp16 on CPU and bf16 are unsupported.
 TF32: cuDNN 8+ runs fp32 convolutions as TF32 on compute capability >= 8.0
 unless NVIDIA_TF32_OVERRIDE=0, so MFU of fp32 cells there divides by the TF32
 peak (peak_precision) and settings records it.
@@ -52,6 +59,7 @@ import subprocess
 
 from bench.adapters.base import Adapter as BaseAdapter
 from bench.adapters.base import Unsupported
+from bench.adapters.base import loss_scaler_text
 from bench.env import shared_library_version
 
 HOPPER_REASON = ("MXNet 1.9.1's CUDA wheels carry no kernels for compute capability 9.0 "
@@ -229,9 +237,7 @@ class Adapter(BaseAdapter):
     display = "MXNet"
     framework_module = "mxnet"
     unsupported = {}
-    precisions = ("fp32", "fp16")
-    precision_reasons = {"amp": "precision amp: MXNet's AMP (mxnet.contrib.amp, fp32 master weights, "
-                                "dynamic loss scaling) is not wired into this adapter yet"}
+    precisions = ("fp32", "fp16", "amp")
     max_gpus = 16
 
     def __init__(self, device="cpu", gpus=0, precision="fp32", options=None):
@@ -241,6 +247,9 @@ class Adapter(BaseAdapter):
             raise Unsupported("api=%s: the MXNet adapter implements the Gluon API only "
                               "(hybridize=1, the default, runs Gluon through MXNet's "
                               "symbolic graph executor)" % api)
+        if device != "gpu" and precision == "amp" and not self.option_bool("cpu_amp"):
+            raise Unsupported("precision amp (MXNet AMP, float16 compute) needs a GPU: MXNet 1.9 "
+                              "has no float16 CPU GEMM")
         import mxnet as mx
         self.mx = mx
         if device == "gpu":
@@ -271,6 +280,15 @@ class Adapter(BaseAdapter):
             self.ctxs = [mx.cpu()]
         self.ctx = self.ctxs[0]
         self.dtype = "float16" if precision == "fp16" else "float32"
+        self.amp_dtype = None
+        self.initial_loss_scale = self.option_positive_float("initial_loss_scale", 2.0 ** 16)
+        self.trainer = None
+        if precision == "amp":
+            from mxnet.contrib import amp
+            # before any net exists: AMP patches the operators the net will be built from
+            self.amp_dtype = "float16" if device == "gpu" else "bfloat16"
+            amp.init(target_dtype=self.amp_dtype)
+            self.amp = amp
         self.hybridize = self.option_bool("hybridize", True)
         self.hybridize_note = None
         self._net_class = None
@@ -357,9 +375,16 @@ class Adapter(BaseAdapter):
             "threads": os.environ.get("OMP_NUM_THREADS") if self.device != "gpu" else None,
             "data_parallel": "split_and_load + kvstore device" if len(self.ctxs) > 1 else None,
         })
+        if self.precision == "amp":
+            out["loss_scaler"] = loss_scaler_text("mxnet.contrib.amp LossScaler", self.initial_loss_scale)
+            out["amp_dtype"] = self.amp_dtype
         if self.hybridize_note:
             out["graph_note"] = self.hybridize_note
         return out
+
+    def current_loss_scale(self):
+        scaler = getattr(self.trainer, "_amp_loss_scaler", None)
+        return float(scaler.loss_scale) if scaler is not None else None
 
     def seed(self, n):
         import numpy as np
@@ -421,13 +446,20 @@ class Adapter(BaseAdapter):
                         "momentum": optimizer_cfg.get("momentum", 0.0)}
             kvstore = "device" if len(self.ctxs) > 1 else None
             trainer = gluon.Trainer(net.collect_params(), "sgd", opt_args, kvstore=kvstore)
+            if self.precision == "amp":
+                self.amp.init_trainer(trainer)
+                scaler = trainer._amp_loss_scaler  # AMP has no public knob for the initial scale
+                scaler._loss_scale = scaler._next_loss_scale = self.initial_loss_scale
+            self.trainer = trainer
         elif name != "none":
             raise Unsupported("optimizer %r not implemented" % name)
         xent = gluon.loss.SoftmaxCrossEntropyLoss()
         ctx0 = self.ctx
 
+        amp = self.amp if (self.precision == "amp" and trainer is not None) else None
+
         def shard_loss(out, y):
-            out = out.astype("float32") if self.dtype != "float32" else out
+            out = out.astype("float32") if (self.dtype != "float32" or amp is not None) else out
             if loss_kind == "l2":
                 return (out * out).sum() / 2
             return xent(out, y).sum()   # summed here, divided by the batch below
@@ -441,7 +473,12 @@ class Adapter(BaseAdapter):
                 if loss_kind == "xent":
                     # gradient of the batch-mean loss: backward of (shard sum / n)
                     scaled = [l / n for l in scaled]
-            autograd.backward(scaled)
+                if amp is not None:
+                    # multiplies by the loss scale; trainer.step unscales, or skips on overflow
+                    with amp.scale_loss(scaled, trainer) as amp_scaled:
+                        autograd.backward(amp_scaled)
+            if amp is None:
+                autograd.backward(scaled)
             if trainer is not None:
                 trainer.step(1)
             total = scaled[0].as_in_context(ctx0)
@@ -497,10 +534,10 @@ class Adapter(BaseAdapter):
         import numpy as np
         if isinstance(value, _Sharded):
             return np.concatenate([self.to_numpy(s) for s in value.shards])
-        out = value.asnumpy()
-        if out.dtype == np.float16:
-            out = out.astype(np.float32)
-        return out
+        kind = np.dtype(value.dtype).kind
+        if kind == "V" or np.dtype(value.dtype) == np.float16:
+            value = value.astype("float32")  # float16, and AMP's bfloat16 (a void dtype in numpy)
+        return value.asnumpy()
 
     def synchronize(self):
         # the engine is asynchronous on CPU too

@@ -14,6 +14,9 @@ Options (--option KEY=VALUE):
   cudnn_benchmark=0 disable torch.backends.cudnn.benchmark (on by default on GPU,
                     as in the seeds' frameworks, which autotune convolutions)
   threads=N         torch.set_num_threads(N) on CPU
+  initial_loss_scale=N  amp: GradScaler's initial scale (default 2**16)
+  cpu_amp=1        testing aid: allow precision amp on CPU (float16 CPU autocast and
+                    GradScaler("cpu"), torch >= 2.3), to exercise the loss-scaler path
 """
 
 import contextlib
@@ -21,6 +24,7 @@ import os
 
 from bench.adapters.base import Adapter as BaseAdapter
 from bench.adapters.base import Unsupported
+from bench.adapters.base import loss_scaler_text
 
 
 def _cudnn_version_string(torch):
@@ -35,6 +39,14 @@ def _cudnn_version_string(torch):
     if v >= 90000:
         return "%d.%d.%d" % (v // 10000, (v % 10000) // 100, v % 100)
     return "%d.%d.%d" % (v // 1000, (v % 1000) // 100, v % 100)
+
+
+def _has_cpu_grad_scaler(torch):
+    try:
+        torch.amp.GradScaler("cpu")
+    except (AttributeError, TypeError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 def _build_module_class(torch):
@@ -157,7 +169,11 @@ class Adapter(BaseAdapter):
         else:
             if self.gpus > 1:
                 raise Unsupported("data parallel over %d GPUs needs device gpu" % self.gpus)
-            if precision in ("fp16", "amp"):
+            cpu_amp = precision == "amp" and self.option_bool("cpu_amp")
+            if cpu_amp and not _has_cpu_grad_scaler(torch):
+                raise Unsupported("cpu_amp=1 with amp needs torch >= 2.3 (GradScaler('cpu')), "
+                                  "torch %s" % torch.__version__)
+            if precision in ("fp16", "amp") and not cpu_amp:
                 raise Unsupported("precision %s needs CUDA in the PyTorch adapter (fp16 "
                                   "autocast/GradScaler and half kernels are GPU paths); "
                                   "use bf16 on CPU" % precision)
@@ -206,7 +222,8 @@ class Adapter(BaseAdapter):
         out.update({
             "layout": "NHWC (channels_last)" if self.channels_last else "NCHW",
             "graph": "torch.compile" if self.compile else "eager",
-            "loss_scaler": "torch.amp.GradScaler" if self.precision == "amp" else None,
+            "loss_scaler": loss_scaler_text("torch.amp.GradScaler", self._initial_loss_scale())
+            if self.precision == "amp" else None,
             "threads": None if cuda else int(torch.get_num_threads()),
             "grads": "set to None before each step",
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if cuda else None,
@@ -217,6 +234,10 @@ class Adapter(BaseAdapter):
             out["tf32"] = bool(getattr(torch.backends.cudnn, "allow_tf32", False)
                                or getattr(matmul, "allow_tf32", False))
         return out
+
+    def current_loss_scale(self):
+        scaler = getattr(self, "loss_scaler", None)
+        return float(scaler.get_scale()) if scaler is not None else None
 
     def seed(self, n):
         self.torch.manual_seed(n)
@@ -251,20 +272,24 @@ class Adapter(BaseAdapter):
         torch = self.torch
         if self.precision == "amp":
             if hasattr(torch, "autocast"):
-                return torch.autocast("cuda", dtype=torch.float16)
+                return torch.autocast(self.dev.type, dtype=torch.float16)
             return torch.cuda.amp.autocast()
         if self.precision == "bf16":
             return torch.autocast(self.dev.type, dtype=torch.bfloat16)
         return contextlib.suppress()
+
+    def _initial_loss_scale(self):
+        return self.option_positive_float("initial_loss_scale", 2.0 ** 16)
 
     def _grad_scaler(self):
         torch = self.torch
         if self.precision != "amp":
             return None
         amp = getattr(torch, "amp", None)
+        init = self._initial_loss_scale()
         if amp is not None and hasattr(amp, "GradScaler"):
-            return amp.GradScaler("cuda")
-        return torch.cuda.amp.GradScaler()
+            return amp.GradScaler(self.dev.type, init_scale=init)
+        return torch.cuda.amp.GradScaler(init_scale=init)
 
     def make_train_step(self, model, optimizer_cfg):
         torch = self.torch
@@ -279,7 +304,8 @@ class Adapter(BaseAdapter):
         else:
             raise Unsupported("optimizer %r not implemented" % name)
         loss_kind = optimizer_cfg.get("loss", "xent")
-        scaler = self._grad_scaler()
+        scaler = self._grad_scaler() if optimizer is not None else None
+        self.loss_scaler = scaler
         autocast = self._autocast
         params = [p for p in module.parameters() if p.requires_grad]
 

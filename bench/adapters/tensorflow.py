@@ -6,7 +6,8 @@ exception: the GRU is the Keras GRU layer used as a plain layer, because that
 is how TensorFlow 2 reaches the cuDNN GRU kernel (CudnnRNNV3).  The training
 step is a `tf.function` (GradientTape, SGD with momentum through the fused
 ResourceApplyMomentum / ResourceApplyGradientDescent kernels, as the TF 1
-optimizers and tf_cnn_benchmarks did).
+optimizers and tf_cnn_benchmarks did; amp steps update through Keras'
+LossScaleOptimizer and SGD instead, see Precision).
 
 Options (--option KEY=VALUE):
   data_format=NHWC|NCHW  tensor layout (default NHWC).  NCHW needs a GPU: on
@@ -20,12 +21,19 @@ Options (--option KEY=VALUE):
   threads=N              intra-op threads on CPU.
   cpu_replicas=N         testing aid: MirroredStrategy over N logical CPU
                          devices (exercises the multi-GPU code path on CPU).
+  cpu_amp=1             testing aid: allow precision amp on CPU, whose float16
+                         kernels are slow (exercises the loss-scaler path).
+  initial_loss_scale=N   amp: the LossScaleOptimizer's initial scale (2**15).
 
 Precision (bench.adapters.base.PRECISION_METHODS): fp32; bf16 = the Keras
 `mixed_bfloat16` policy (fp32 variables, bfloat16 compute); amp =
-`mixed_float16` (fp32 variables, float16 compute, dynamic loss scaling), GPU
-only.  fp16 (pure half) is unsupported: TensorFlow's float16 training is the
-mixed policy, i.e. amp -- which is what tf_cnn_benchmarks' --use_fp16 ran.
+`mixed_float16` (fp32 variables, float16 compute) with TensorFlow's shipped
+dynamic loss scaler: updates go through keras.optimizers.LossScaleOptimizer
+wrapping keras.optimizers.SGD (the mixed-precision guide's recipe: scale_loss,
+then apply, which unscales, skips non-finite steps and adapts the scale).  GPU
+only (`cpu_amp=1` lifts that, as a testing aid).  fp16 (pure half) is
+unsupported: TensorFlow's float16 training is the mixed policy, i.e. amp --
+which is what tf_cnn_benchmarks' --use_fp16 ran.
 
 Multi-GPU (gpus > 1): tf.distribute.MirroredStrategy; the per-GPU batch is the
 global batch / gpus (to_device splits batches across replicas); gradients are
@@ -40,6 +48,7 @@ import numpy as np
 from bench import specs
 from bench.adapters.base import Adapter as BaseAdapter
 from bench.adapters.base import Unsupported
+from bench.adapters.base import loss_scaler_text
 
 _POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "amp": "mixed_float16"}
 FP16_REASON = ("precision fp16 means pure float16 here; TensorFlow trains float16 as mixed precision "
@@ -382,13 +391,15 @@ class Adapter(BaseAdapter):
                               % self.options.get("data_format"))
         self.layout = fmt
         self.xla = self.option_bool("xla")
+        self.initial_loss_scale = self.option_positive_float("initial_loss_scale", 2.0 ** 15)
+        self.loss_scaler = None
         if device != "gpu":
             if self.gpus > 1:
                 raise Unsupported("data parallel over %d GPUs needs device gpu" % self.gpus)
             if fmt == "NCHW":
                 raise Unsupported("data_format NCHW needs a GPU: TensorFlow's CPU Conv2D and "
                                   "MaxPool kernels only support NHWC")
-            if precision == "amp":
+            if precision == "amp" and not self.option_bool("cpu_amp"):
                 raise Unsupported("precision amp (mixed_float16) needs a GPU in TensorFlow: its "
                                   "CPU kernels have no fast float16 path (use bf16, "
                                   "mixed_bfloat16, on CPU)")
@@ -486,17 +497,22 @@ class Adapter(BaseAdapter):
             "layout": self.layout,
             "graph": "tf.function + XLA (jit_compile)" if self.xla else "tf.function",
             "policy": _POLICY[self.precision],
-            # the Keras LossScaleOptimizer's rule (x2 after 2000 finite steps, /2 on overflow), written
-            # over raw variables: this adapter applies updates with the fused raw ops, not a Keras optimizer
-            "loss_scaler": "dynamic, LossScaleOptimizer's rule" if self.precision == "amp" else None,
+            "loss_scaler": loss_scaler_text("keras LossScaleOptimizer", self.initial_loss_scale)
+            if self.precision == "amp" else None,
             "threads": (tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count())
             if not self.gpu_names else None,
-            "optimizer_kernels": "ResourceApplyMomentum / ResourceApplyGradientDescent",
+            "optimizer_kernels": ("keras.optimizers.SGD inside the LossScaleOptimizer" if self.precision == "amp"
+                                  else "ResourceApplyMomentum / ResourceApplyGradientDescent"),
             "data_parallel": "MirroredStrategy" if self.strategy is not None else None,
         })
         if self.gpu_names:
             out["tf32"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
         return out
+
+    def current_loss_scale(self):
+        if self.loss_scaler is None:
+            return None
+        return float(np.asarray(self.loss_scaler.dynamic_scale.numpy()))
 
     def seed(self, n):
         np.random.seed(n)
@@ -545,13 +561,21 @@ class Adapter(BaseAdapter):
         loss_kind = optimizer_cfg.get("loss", "xent")
         variables = [v for _, v in net.trainable]
         replicas = self.replicas
-        scaling = self.precision == "amp"
+        # no update, nothing to protect: gradients-only cells skip scaling (as PyTorch's GradScaler does)
+        scaling = self.precision == "amp" and update
+        loss_scaler = None
         with self._scope():
             slots = ([tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
-                      for v in variables] if (update and momentum) else None)
-            if scaling:  # dynamic loss scaling, as keras' LossScaleOptimizer
-                loss_scale = tf.Variable(2.0 ** 15, trainable=False, dtype=tf.float32)
-                good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
+                      for v in variables] if (update and momentum and not scaling) else None)
+            if scaling:
+                # TensorFlow's own dynamic loss scaler (the mixed-precision guide's recipe); Keras 3's
+                # LossScaleOptimizer wraps a Keras optimizer, so amp updates go through keras SGD
+                keras = import_keras_tf_backend()
+                loss_scaler = keras.optimizers.LossScaleOptimizer(
+                    keras.optimizers.SGD(learning_rate=lr, momentum=momentum),
+                    initial_scale=self.initial_loss_scale)
+                loss_scaler.build(variables)
+        self.loss_scaler = loss_scaler
         lr_t = tf.constant(lr, tf.float32)
         mom_t = tf.constant(momentum, tf.float32)
 
@@ -566,7 +590,7 @@ class Adapter(BaseAdapter):
                 loss = loss_fn(net.call(x, True), y)
                 scaled = loss / replicas if replicas > 1 else loss
                 if scaling:
-                    scaled = scaled * loss_scale
+                    scaled = loss_scaler.scale_loss(scaled)
             grads = tape.gradient(scaled, variables)
             # embedding gradients arrive as IndexedSlices: dense, as in PyTorch
             grads = [tf.convert_to_tensor(g) for g in grads]
@@ -584,36 +608,13 @@ class Adapter(BaseAdapter):
                         var=v.handle, alpha=lr_t, delta=g, use_locking=False))
             return ops
 
-        def scaled_apply(grads):
-            inv = 1.0 / loss_scale
-            grads = [g * inv for g in grads]
-            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-
-            def good():
-                apply(grads)
-                n = good_steps.handle
-                steps = good_steps.read_value() + 1
-                grow = steps >= 2000
-                tf.raw_ops.AssignVariableOp(resource=n, value=tf.where(
-                    grow, tf.constant(0, tf.int64), steps))
-                tf.raw_ops.AssignVariableOp(resource=loss_scale.handle, value=tf.where(
-                    grow, loss_scale.read_value() * 2.0, loss_scale.read_value()))
-                return tf.constant(True)
-
-            def bad():
-                tf.raw_ops.AssignVariableOp(resource=good_steps.handle,
-                                            value=tf.constant(0, tf.int64))
-                tf.raw_ops.AssignVariableOp(resource=loss_scale.handle,
-                                            value=tf.maximum(loss_scale.read_value() / 2.0, 1.0))
-                return tf.constant(False)
-
-            return tf.cond(finite, good, bad)
-
         def finish(loss, grads):
             if not update:
                 return loss, grads  # returned, so the backward pass is not pruned
             if scaling:
-                scaled_apply(grads)
+                # unscales, skips a step whose gradients are not finite, adapts the scale; under
+                # MirroredStrategy it sums the replicas' gradients itself (Keras' documented use)
+                loss_scaler.apply(grads, variables)
             else:
                 apply(grads)
             return loss, None
@@ -641,7 +642,8 @@ class Adapter(BaseAdapter):
         def replica_fn(x, y):
             loss, grads = inner(x, y)
             ctx = tf.distribute.get_replica_context()
-            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            if not scaling:  # the LossScaleOptimizer sums the replicas' gradients itself
+                grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
             loss, extra = finish(loss, grads)
             return loss / replicas, (extra if extra is not None else [])
 
