@@ -20,9 +20,9 @@ keras.mixed_precision.set_global_policy: bf16 = mixed_bfloat16; amp =
 mixed_float16 with Keras' LossScaleOptimizer around the SGD optimizer (what
 compile does by itself under that policy; written out so the initial scale is
 an option and the scale can be read back), GPU only (`cpu_amp=1`: a testing
-aid that allows it on CPU).  fp16 (pure half) is unsupported: Keras trains float16 as the mixed
-policy, i.e. amp.  The logits are cast
-to float32 (a float32 linear activation) as the mixed-precision guide says.
+aid that allows it on CPU).  fp16 (pure half) is unsupported: Keras trains
+float16 as the mixed policy, i.e. amp.  The logits are cast to float32 (a
+float32 linear activation) as the mixed-precision guide says.
 
 The Keras adapter runs one device (max_gpus = 1): train_on_batch hands the
 whole batch to every replica of a tf.distribute strategy, so it is not a data

@@ -185,6 +185,8 @@ class Adapter(BaseAdapter):
         if self.channels_last and not hasattr(torch, "channels_last"):
             raise Unsupported("channels_last=1 needs torch >= 1.5 (torch %s)" % torch.__version__)
         self.compile = self.option_bool("compile")
+        self.initial_loss_scale = self.option_positive_float("initial_loss_scale", 2.0 ** 16)
+        self.loss_scaler = None
         if self.compile and not hasattr(torch, "compile"):
             raise Unsupported("compile=1 needs torch >= 2.0 (torch %s)" % torch.__version__)
         if precision == "bf16" and not hasattr(torch, "autocast"):
@@ -222,7 +224,7 @@ class Adapter(BaseAdapter):
         out.update({
             "layout": "NHWC (channels_last)" if self.channels_last else "NCHW",
             "graph": "torch.compile" if self.compile else "eager",
-            "loss_scaler": loss_scaler_text("torch.amp.GradScaler", self._initial_loss_scale())
+            "loss_scaler": loss_scaler_text("torch.amp.GradScaler", self.initial_loss_scale)
             if self.precision == "amp" else None,
             "threads": None if cuda else int(torch.get_num_threads()),
             "grads": "set to None before each step",
@@ -236,8 +238,7 @@ class Adapter(BaseAdapter):
         return out
 
     def current_loss_scale(self):
-        scaler = getattr(self, "loss_scaler", None)
-        return float(scaler.get_scale()) if scaler is not None else None
+        return float(self.loss_scaler.get_scale()) if self.loss_scaler is not None else None
 
     def seed(self, n):
         self.torch.manual_seed(n)
@@ -278,15 +279,12 @@ class Adapter(BaseAdapter):
             return torch.autocast(self.dev.type, dtype=torch.bfloat16)
         return contextlib.suppress()
 
-    def _initial_loss_scale(self):
-        return self.option_positive_float("initial_loss_scale", 2.0 ** 16)
-
     def _grad_scaler(self):
         torch = self.torch
         if self.precision != "amp":
             return None
         amp = getattr(torch, "amp", None)
-        init = self._initial_loss_scale()
+        init = self.initial_loss_scale
         if amp is not None and hasattr(amp, "GradScaler"):
             return amp.GradScaler(self.dev.type, init_scale=init)
         return torch.cuda.amp.GradScaler(init_scale=init)
