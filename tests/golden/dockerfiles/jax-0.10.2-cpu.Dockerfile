@@ -22,7 +22,7 @@ RUN apt-get update \
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_TRUSTED_HOST
-RUN pip install jax==0.10.2 flax==0.12.8 optax numpy
+RUN pip install jax==0.10.2 flax==0.12.8 optax jmp==0.0.4 numpy
 
 RUN python -c "import jax, numpy; print(jax.__name__, jax.__version__)"
 
@@ -46,4 +46,4 @@ LABEL org.opencontainers.image.title="dlbench jax 0.10.2 (cpu)" \
       dlbench.python="3.11" \
       dlbench.base="debian-bookworm" \
       dlbench.os="Debian 12 (bookworm)" \
-      dlbench.pip="jax==0.10.2 flax==0.12.8 optax numpy"
+      dlbench.pip="jax==0.10.2 flax==0.12.8 optax jmp==0.0.4 numpy"
