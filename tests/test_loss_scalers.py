@@ -8,9 +8,11 @@ MXNet has no float16 CPU GEMM, so its CPU run uses AMP's CPU dtype, bfloat16, wh
 overflows at 2^24: there the check is that AMP's LossScaler is wired in and reports its scale.
 """
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,7 @@ from bench.adapters.base import Adapter, Unsupported, loss_scaler_text
 from runner import ROOT
 from support import require
 
+FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's real Fashion-MNIST (`make datasets`)
 OVERFLOWING_SCALE = 2.0 ** 24
 AMP_LENET = ["--workload", "lenet-mnist", "--dataset", "fashion-mnist", "--batch-size", "100",
              "--precision", "amp", "--device", "cpu", "--iterations", "60",
@@ -47,6 +50,10 @@ def test_a_bad_initial_loss_scale_is_refused_with_the_key(value):
     assert Adapter("cpu", 0, "fp32", {}).option_positive_float("initial_loss_scale", 8) == 8.0
 
 
+def _has_torch():
+    return importlib.util.find_spec("torch") is not None
+
+
 @pytest.mark.parametrize("framework", ["tensorflow", "keras", "mxnet", "jax", "pytorch"])
 def test_amp_on_cpu_without_the_testing_aid_is_refused_before_importing_the_framework(framework):
     from bench.adapters import adapter_class
@@ -64,11 +71,6 @@ def test_amp_on_cpu_without_the_testing_aid_is_refused_before_importing_the_fram
     proc = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True)
     assert proc.stdout.startswith("unsupported: precision amp") \
         or proc.stdout.startswith("unsupported: amp on CPU"), proc.stdout + proc.stderr
-
-
-def _has_torch():
-    import importlib.util
-    return importlib.util.find_spec("torch") is not None
 
 
 def check_amp_result(result, framework, log=""):
@@ -89,11 +91,10 @@ def check_amp_result(result, framework, log=""):
 
 def test_pytorch_amp_uses_grad_scaler_which_recovers_from_overflow(tmp_path):
     require(_has_torch(), "torch (the test extra) is not installed")
-    require((__import__("pathlib").Path("/usr/share/datasets/fashion-mnist")).is_dir(),
-            "Fashion-MNIST is not at /usr/share/datasets/fashion-mnist (`make datasets` installs it)")
+    require(FASHION.is_dir(), "Fashion-MNIST is not at %s (`make datasets` installs it)" % FASHION)
     out = tmp_path / "amp.json"
     proc = subprocess.run([sys.executable, "-m", "bench", "--framework", "pytorch"] + AMP_LENET
-                          + ["--data-dir", "/usr/share/datasets/fashion-mnist", "--out", str(out)],
+                          + ["--data-dir", str(FASHION), "--out", str(out)],
                           cwd=str(ROOT), capture_output=True, text=True, timeout=900)
     check_amp_result(json.loads(out.read_text()), "pytorch", proc.stdout + proc.stderr)
 
@@ -101,11 +102,9 @@ def test_pytorch_amp_uses_grad_scaler_which_recovers_from_overflow(tmp_path):
 @pytest.mark.docker
 @pytest.mark.parametrize("framework", ["tensorflow", "keras", "mxnet", "jax"])
 def test_amp_uses_the_framework_scaler_in_its_image(framework, docker_client, quiet_console, tmp_path):
-    from pathlib import Path
     from runner.results import load_result
     from test_adapter_tensorflow import framework_image, run_bench
-    require(Path("/usr/share/datasets/fashion-mnist").is_dir(),
-            "Fashion-MNIST is not at /usr/share/datasets/fashion-mnist (`make datasets` installs it)")
+    require(FASHION.is_dir(), "Fashion-MNIST is not at %s (`make datasets` installs it)" % FASHION)
     image = framework_image(framework, docker_client, quiet_console)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
